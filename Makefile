@@ -1,0 +1,37 @@
+# Every target sets up .venv on first use (torch pinned to the CPU wheel these machines carry).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c requirements/constraints.txt torch
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[test]'
+	touch $@
+
+demo: $(STAMP) ## train lstmkit.LSTM on a small synthetic task and print the loss falling
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP) ## run the test suite (unit, property and doc tests)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## ruff format and ruff check --fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## time lstmkit.LSTM against torch.nn.LSTM (the table in BENCHMARKS.md)
+	$(BIN)/python benchmarks/bench_lstm.py
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache src/*.egg-info

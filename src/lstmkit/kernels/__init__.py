@@ -1,0 +1,14 @@
+"""Kernels: pure functions on tensors that run one recurrent layer in one direction.
+
+Every kernel shares one data layout, the layout of ``PackedSequence.data`` ("packed rows"):
+
+- ``x`` (N, I): the rows of step t are ``x[offset_t : offset_t + batch_sizes[t]]``, where
+  ``offset_t = sum(batch_sizes[:t])`` and N = ``sum(batch_sizes)``;
+- ``batch_sizes``: T non-increasing positive ints, so the sequences still running at step t are
+  always the prefix ``0 .. batch_sizes[t] - 1`` of the batch (sequences sorted longest first);
+- a padded (T, B, I) tensor is the special case ``batch_sizes = (B,) * T``, ``x = input.reshape(T*B, I)``.
+
+Padded steps therefore never exist in a kernel: they cannot leak into states or gradients, and
+the reverse direction starts every sequence at its own last step. Kernels never import
+lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
+"""

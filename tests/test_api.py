@@ -1,0 +1,135 @@
+"""The torch.nn interface: the seed's example, parameter names, initialisation, conversions."""
+
+import copy
+import io
+
+import pytest
+import torch
+from torch import nn
+
+import lstmkit
+
+PAIRS = [
+    (lstmkit.LSTM, nn.LSTM, dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True, proj_size=2)),
+    (
+        lstmkit.LSTM,
+        nn.LSTM,
+        dict(input_size=3, hidden_size=5, bias=False, batch_first=True, dropout=0.25, num_layers=3),
+    ),
+    (
+        lstmkit.RNN,
+        nn.RNN,
+        dict(input_size=3, hidden_size=5, num_layers=2, nonlinearity="relu", bidirectional=True),
+    ),
+    (lstmkit.LSTMCell, nn.LSTMCell, dict(input_size=3, hidden_size=5)),
+    (lstmkit.RNNCell, nn.RNNCell, dict(input_size=3, hidden_size=5, bias=False, nonlinearity="relu")),
+]
+
+
+def test_seed_example():
+    """SPEC.md §3, as written in the seed with lstmkit.LSTM in place of nn.LSTM."""
+    rnn = lstmkit.LSTM(5, 6, 2)
+    input = torch.randn(1, 3, 5)
+    h0 = torch.randn(2, 3, 6)
+    c0 = torch.randn(2, 3, 6)
+    output, (hn, cn) = rnn(input, (h0, c0))
+    assert output.shape == (1, 3, 6)
+    assert hn.shape == cn.shape == (2, 3, 6)
+    # the top layer's last hidden state is the last output, as in the seed's printout
+    torch.testing.assert_close(hn[-1], output[-1])
+
+
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PAIRS)
+def test_same_names_shapes_and_initialisation(ours, theirs, kwargs):
+    torch.manual_seed(11)
+    a = ours(**kwargs)
+    torch.manual_seed(11)
+    b = theirs(**kwargs)
+    assert [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    expected = repr(b)
+    if ours is lstmkit.RNN:  # torch's RNN repr omits the nonlinearity that its RNNCell repr shows
+        expected = expected[:-1] + ", nonlinearity=relu)"
+    assert repr(a) == expected
+
+
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PAIRS)
+def test_state_dict_both_ways(ours, theirs, kwargs):
+    a, b = ours(**kwargs), theirs(**kwargs)
+    a.load_state_dict(b.state_dict())
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    a.reset_parameters()
+    b.load_state_dict(a.state_dict())
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize(("ours", "theirs", "kwargs"), PAIRS)
+def test_from_torch_and_to_torch(ours, theirs, kwargs):
+    b = theirs(**kwargs, dtype=torch.float64).eval()
+    a = ours.from_torch(b)
+    assert isinstance(a, ours) and not a.training
+    assert next(a.parameters()).dtype == torch.float64
+    back = a.to_torch()
+    assert type(back) is theirs and not back.training
+    for key, value in b.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value)
+        assert back.state_dict()[key].data_ptr() != value.data_ptr()  # copies, not aliases
+
+
+def test_torch_module_api_works():
+    model = lstmkit.LSTM(3, 4, 2, bidirectional=True)
+    model.flatten_parameters()
+    assert [len(w) for w in model.all_weights] == [4, 4, 4, 4]
+    assert model.all_weights[1][0] is model.weight_ih_l0_reverse
+    model = model.double()
+    out, _ = model(torch.randn(2, 1, 3, dtype=torch.float64))
+    assert out.dtype == torch.float64
+    clone = copy.deepcopy(model)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    clone.load_state_dict(torch.load(buffer, weights_only=True))
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    torch.testing.assert_close(clone(x)[0], model(x)[0], rtol=0, atol=0)
+
+
+def test_batch_first_and_unbatched_layouts():
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(3, 4, 2, batch_first=True, bidirectional=True, proj_size=2)
+    x = torch.randn(5, 7, 3)  # (B, T, I)
+    out, (h, c) = model(x)
+    assert out.shape == (5, 7, 4) and h.shape == (4, 5, 2) and c.shape == (4, 5, 4)
+    single, (h1, c1) = model(x[1])  # unbatched (T, I)
+    assert single.shape == (7, 4) and h1.shape == (4, 2) and c1.shape == (4, 4)
+    torch.testing.assert_close(single, out[1])
+    torch.testing.assert_close(h1, h[:, 1])
+
+
+def test_non_finite_input_propagates_without_crashing():
+    model = lstmkit.LSTM(3, 4, 2)
+    x = torch.randn(4, 2, 3)
+    x[1, 0, 0] = float("nan")
+    x[2, 1, 1] = float("inf")
+    out, (h, c) = model(x)
+    assert torch.isnan(out[1:, 0]).all() and torch.isfinite(out[0]).all()
+    out.sum().backward()  # no exception
+
+
+def test_training_reduces_loss():
+    """Trainable: a few Adam steps on a fixed batch lower the loss."""
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(2, 8, 2)
+    head = nn.Linear(8, 1)
+    x, y = torch.randn(20, 4, 2), torch.randn(4, 1)
+    optimiser = torch.optim.Adam([*model.parameters(), *head.parameters()], lr=0.05)
+    losses = []
+    for _ in range(30):
+        optimiser.zero_grad()
+        loss = nn.functional.mse_loss(head(model(x)[0][-1]), y)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]

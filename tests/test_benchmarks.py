@@ -1,0 +1,17 @@
+"""The benchmark script runs (a tiny smoke run; the timings themselves live in BENCHMARKS.md)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lstm.py"
+
+
+def test_bench_quick_runs_and_prints_a_table():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--rounds", "2"], capture_output=True, text=True, check=True
+    )
+    lines = result.stdout.splitlines()
+    rows = [line for line in lines if line.startswith('"(')]
+    assert len(rows) == 2 * 2 * 3  # 2 cases x 2 modes x (nn.LSTM + 2 backends)
+    assert any(line.startswith("| case (T,B,I=H)") for line in lines)

@@ -1,0 +1,134 @@
+"""lstmkit.LSTM and lstmkit.RNN equal torch.nn.LSTM and torch.nn.RNN with the same weights:
+outputs, final states and every gradient, over random configurations (hypothesis)."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+import lstmkit
+
+from ._compare import Case, compare
+
+BACKENDS = ["torch", "reference"]
+
+
+@st.composite
+def cases(draw, kind: str) -> Case:
+    hidden = draw(st.integers(1, 5))
+    batched = draw(st.booleans())
+    batch = draw(st.integers(1, 4)) if batched else 1
+    steps = draw(st.integers(1, 5))
+    packed = batched and draw(st.booleans())
+    lengths = tuple(draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch))) if packed else None
+    return Case(
+        kind=kind,
+        input_size=draw(st.integers(1, 4)),
+        hidden_size=hidden,
+        num_layers=draw(st.integers(1, 3)),
+        bias=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+        bidirectional=draw(st.booleans()),
+        proj_size=draw(st.integers(0, hidden - 1)) if kind == "LSTM" else 0,
+        nonlinearity=draw(st.sampled_from(["tanh", "relu"])),
+        steps=steps,
+        batch=batch,
+        batched=batched,
+        with_state=draw(st.booleans()),
+        lengths=lengths,
+        dtype=draw(st.sampled_from([torch.float32, torch.float64])),
+    )
+
+
+def _pair(case: Case, backend: str, seed: int):
+    torch.manual_seed(seed)
+    reference = case.torch_module()
+    cls = lstmkit.LSTM if case.kind == "LSTM" else lstmkit.RNN
+    return cls.from_torch(reference, backend=backend), reference
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=cases("LSTM"), seed=st.integers(0, 2**16))
+def test_lstm_equals_torch(backend, case, seed):
+    compare(case, *_pair(case, backend, seed), seed=seed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=cases("RNN"), seed=st.integers(0, 2**16))
+def test_rnn_equals_torch(backend, case, seed):
+    compare(case, *_pair(case, backend, seed), seed=seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_larger_lstm_equals_torch(backend, dtype):
+    """Sizes where the gate blocks are wide and sequences long enough for errors to build up."""
+    case = Case(
+        input_size=16, hidden_size=32, num_layers=2, bidirectional=True, steps=30, batch=8, dtype=dtype
+    )
+    compare(case, *_pair(case, backend, 1), seed=1)
+    packed = Case(
+        input_size=16,
+        hidden_size=32,
+        proj_size=12,
+        steps=30,
+        batch=5,
+        lengths=(30, 7, 19, 1, 30),
+        dtype=dtype,
+    )
+    compare(packed, *_pair(packed, backend, 2), seed=2)
+
+
+def test_lengths_keyword_equals_packing():
+    """lstm(x, lengths=...) is pack_padded_sequence -> lstm -> pad_packed_sequence."""
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    lengths = [2, 6, 1, 4]
+    out, (h, c) = model(x, lengths=lengths)
+    packed = nn.utils.rnn.pack_padded_sequence(
+        x, torch.tensor(lengths), batch_first=True, enforce_sorted=False
+    )
+    out_p, (h_p, c_p) = model.to_torch()(packed)
+    torch.testing.assert_close(
+        out, nn.utils.rnn.pad_packed_sequence(out_p, batch_first=True, total_length=6)[0]
+    )
+    torch.testing.assert_close(h, h_p)
+    torch.testing.assert_close(c, c_p)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_cells_equal_torch(backend, bias, batched, with_state):
+    gen = torch.Generator().manual_seed(3)
+    for kind, nonlinearity in (("LSTM", None), ("RNN", "tanh"), ("RNN", "relu")):
+        torch.manual_seed(4)
+        if kind == "LSTM":
+            theirs = nn.LSTMCell(3, 5, bias=bias, dtype=torch.float64)
+            ours = lstmkit.LSTMCell.from_torch(theirs, backend=backend)
+        else:
+            theirs = nn.RNNCell(3, 5, bias=bias, nonlinearity=nonlinearity, dtype=torch.float64)
+            ours = lstmkit.RNNCell.from_torch(theirs, backend=backend)
+        batch = (4,) if batched else ()
+        x = torch.randn(*batch, 3, generator=gen, dtype=torch.float64)
+        states = [
+            torch.randn(*batch, 5, generator=gen, dtype=torch.float64)
+            for _ in range(2 if kind == "LSTM" else 1)
+        ]
+        grads = []
+        for module in (ours, theirs):
+            leaves = [t.clone().requires_grad_() for t in [x, *states]]
+            hx = None if not with_state else (tuple(leaves[1:]) if kind == "LSTM" else leaves[1])
+            out = module(leaves[0], hx)
+            out = out if isinstance(out, tuple) else (out,)
+            sum(
+                (o * (k + 1.5) * torch.arange(o.numel()).view(o.shape)).sum() for k, o in enumerate(out)
+            ).backward()
+            grads.append(
+                [o.detach() for o in out] + [t.grad for t in leaves] + [p.grad for p in module.parameters()]
+            )
+        for a, b in zip(*grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
