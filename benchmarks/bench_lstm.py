@@ -1,12 +1,14 @@
 """Time lstmkit.LSTM against torch.nn.LSTM in the same process.
 
-For each case (T, B, I=H, layers, bidirectional) and mode (inference: forward under no_grad;
-training: forward + backward), every backend and torch.nn.LSTM run the same input with the same
-weights, interleaved round by round so that machine noise hits all alike; the median over
-rounds is reported with the ratio against nn.LSTM. Output: a '#' header (machine, versions,
-threads), CSV rows, then a markdown table for BENCHMARKS.md.
+Two tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (inference:
+forward under no_grad; training: forward + backward), every lstmkit backend and torch.nn.LSTM
+run the same input with the same weights. Variants: training at (100, 32, 128) with one variant
+option each (docs/variants.md), against plain torch.nn.LSTM at the same size. Calls are
+interleaved round by round so that machine noise hits all alike; the median over rounds is
+reported with its ratio against nn.LSTM. Output: a '#' header (machine, versions, threads), CSV
+rows, then markdown tables for BENCHMARKS.md.
 
-    python benchmarks/bench_lstm.py                 # all cases, 7 rounds
+    python benchmarks/bench_lstm.py                 # everything, 7 rounds
     python benchmarks/bench_lstm.py --quick         # tiny smoke run
 """
 
@@ -17,9 +19,10 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
 
@@ -31,6 +34,9 @@ class Case:
     hidden: int
     layers: int = 1
     bidirectional: bool = False
+    options: dict = field(default_factory=dict)  # lstmkit-only variant options
+    packed: bool = False  # variable lengths in [T/2, T], as a PackedSequence
+    label: str = ""
 
     def __str__(self) -> str:
         extra = f", {self.layers} layers" if self.layers > 1 else ""
@@ -38,17 +44,30 @@ class Case:
         return f"({self.steps},{self.batch},{self.hidden}){extra}"
 
 
-CASES = [
+SHAPES = [
     Case(100, 32, 128),
     Case(200, 1, 64),
     Case(100, 64, 256),
     Case(1000, 1, 128),
     Case(50, 128, 256, layers=2, bidirectional=True),
 ]
-QUICK = [Case(10, 4, 16), Case(10, 2, 16, layers=2, bidirectional=True)]
+VARIANTS = [
+    Case(100, 32, 128, label="plain"),
+    Case(100, 32, 128, options=dict(layer_norm=True), label="layer_norm"),
+    Case(100, 32, 128, options=dict(peephole=True), label="peephole"),
+    Case(100, 32, 128, options=dict(coupled_input_forget=True), label="coupled_input_forget"),
+    Case(100, 32, 128, options=dict(cell_clip=3.0), label="cell_clip=3"),
+    Case(100, 32, 128, options=dict(zoneout=0.1), label="zoneout=0.1"),
+    Case(100, 32, 128, options=dict(recurrent_dropout=0.25), label="recurrent_dropout=0.25"),
+    Case(100, 32, 128, options=dict(weight_dropout=0.5), label="weight_dropout=0.5"),
+    Case(100, 32, 128, options=dict(proj_size=64), label="proj_size=H/2"),
+    Case(100, 32, 128, packed=True, label="packed lengths"),
+]
+QUICK_SHAPES = [Case(10, 4, 16), Case(10, 2, 16, layers=2, bidirectional=True)]
+QUICK_VARIANTS = [Case(10, 4, 16, options=dict(layer_norm=True, zoneout=0.1), label="layer_norm+zoneout")]
 
 
-def _runner(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
+def _runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
     if mode == "inference":
 
         def run() -> None:
@@ -57,25 +76,35 @@ def _runner(module: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[],
 
         return run
 
-    leaf = x.clone().requires_grad_()
-
     def run() -> None:
         module.zero_grad(set_to_none=True)
-        out, (h, c) = module(leaf)
+        out, (h, c) = module(x)
+        out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
         (out.sum() + h.sum() + c.sum()).backward()
-        leaf.grad = None
 
     return run
 
 
 def measure(case: Case, mode: str, backends: list[str], rounds: int) -> dict[str, list[float]]:
+    """Times in ms per round: plain nn.LSTM of the case's size, then each lstmkit backend."""
     torch.manual_seed(0)
     theirs = torch.nn.LSTM(case.hidden, case.hidden, case.layers, bidirectional=case.bidirectional)
-    runners = {"nn.LSTM": theirs}
-    for backend in backends:
-        runners[backend] = lstmkit.LSTM.from_torch(theirs, backend=backend)
     x = torch.randn(case.steps, case.batch, case.hidden)
-    calls = {name: _runner(module, x, mode) for name, module in runners.items()}
+    calls = {"nn.LSTM": _runner(theirs, x, mode)}
+    ours_input = x
+    if case.packed:
+        lengths = torch.randint(case.steps // 2, case.steps + 1, (case.batch,))
+        ours_input = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    for backend in backends:
+        ours = lstmkit.LSTM(
+            case.hidden,
+            case.hidden,
+            case.layers,
+            bidirectional=case.bidirectional,
+            backend=backend,
+            **case.options,
+        )
+        calls[backend] = _runner(ours, ours_input, mode)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up
         call()
@@ -104,32 +133,32 @@ def main() -> None:
         f"# machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads"
     )
     print(f"# torch {torch.__version__}, lstmkit {lstmkit.__version__}, float32, CPU, {args.rounds} rounds")
-    print("case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_nn_lstm")
-    table = []
-    for case in QUICK if args.quick else CASES:
-        for mode in ("inference", "training"):
-            times = measure(case, mode, backends, args.rounds)
-            base = statistics.median(times["nn.LSTM"])
-            row = [str(case), mode, f"{base:.2f}"]
-            for name, values in times.items():
-                median = statistics.median(values)
-                deciles = statistics.quantiles(values, n=10) if len(values) > 1 else [median] * 9
-                print(
-                    f'"{case}",{mode},{name},{median:.3f},{deciles[0]:.3f},{deciles[-1]:.3f},{median / base:.2f}',
-                    flush=True,
-                )
-                if name != "nn.LSTM":
-                    row.append(f"{median / base:.2f}x")
-            table.append(row)
-    print()
-    print(
-        "| case (T,B,I=H) | mode | nn.LSTM ms | "
-        + " | ".join(f"lstmkit {b} / nn.LSTM" for b in backends)
-        + " |"
-    )
-    print("|---|---|---|" + "---|" * len(backends))
-    for row in table:
-        print("| " + " | ".join(row) + " |")
+    print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_nn_lstm")
+    tables: dict[str, list[list[str]]] = {"shapes": [], "variants": []}
+    plan = [
+        ("shapes", c, m) for c in (QUICK_SHAPES if args.quick else SHAPES) for m in ("inference", "training")
+    ]
+    plan += [("variants", c, "training") for c in (QUICK_VARIANTS if args.quick else VARIANTS)]
+    for table, case, mode in plan:
+        times = measure(case, mode, backends, args.rounds)
+        base = statistics.median(times["nn.LSTM"])
+        row = [case.label or str(case), mode, f"{base:.2f}"]
+        for name, values in times.items():
+            median = statistics.median(values)
+            deciles = statistics.quantiles(values, n=10) if len(values) > 1 else [median] * 9
+            print(
+                f'{table},"{row[0]}",{mode},{name},{median:.3f},{deciles[0]:.3f},{deciles[-1]:.3f},{median / base:.2f}',
+                flush=True,
+            )
+            if name != "nn.LSTM":
+                row.append(f"{median / base:.2f}x")
+        tables[table].append(row)
+    ratios = " | ".join(f"lstmkit {b} / nn.LSTM" for b in backends)
+    for table, first in (("shapes", "case (T,B,I=H)"), ("variants", "training (100,32,128), option")):
+        print(f"\n| {first} | mode | nn.LSTM ms | {ratios} |")
+        print("|---|---|---|" + "---|" * len(backends))
+        for row in tables[table]:
+            print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

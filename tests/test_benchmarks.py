@@ -12,6 +12,7 @@ def test_bench_quick_runs_and_prints_a_table():
         [sys.executable, str(SCRIPT), "--quick", "--rounds", "2"], capture_output=True, text=True, check=True
     )
     lines = result.stdout.splitlines()
-    rows = [line for line in lines if line.startswith('"(')]
-    assert len(rows) == 2 * 2 * 3  # 2 cases x 2 modes x (nn.LSTM + 2 backends)
+    rows = [line for line in lines if line.startswith(("shapes,", "variants,"))]
+    assert len(rows) == (2 * 2 + 1) * 3  # (2 shapes x 2 modes + 1 variant) x (nn.LSTM + 2 backends)
     assert any(line.startswith("| case (T,B,I=H)") for line in lines)
+    assert any(line.startswith("| training (100,32,128), option") for line in lines)

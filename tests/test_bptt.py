@@ -7,6 +7,7 @@ from torch.autograd import gradcheck
 import lstmkit
 from lstmkit import reference
 from lstmkit.kernels import torch_ops
+from lstmkit.kernels.contract import LSTMWeights
 
 # Packed batch sizes with sequences ending at different steps, so that rows join and leave.
 BATCH_SIZES = [4, 4, 3, 1, 1]
@@ -37,7 +38,9 @@ def test_lstm_layer_gradcheck(reverse, proj, bias):
     weights = _weights(gen, 2, hidden, proj, 4, bias)
 
     def run(*args):
-        out, (h, c) = torch_ops.lstm_layer(args[0], args[1:3], args[3:], BATCH_SIZES, reverse)
+        out, (h, c), _ = torch_ops.lstm_layer(
+            args[0], args[1:3], LSTMWeights(*args[3:]), BATCH_SIZES, reverse
+        )
         return out, h, c
 
     assert gradcheck(run, (x, h0, c0, *weights))
@@ -52,7 +55,7 @@ def test_rnn_layer_gradcheck(reverse, nonlinearity):
     weights = _weights(gen, 2, 3, 0, 1)
 
     def run(*args):
-        out, (h,) = torch_ops.rnn_layer(args[0], args[1:2], args[2:], BATCH_SIZES, reverse, nonlinearity)
+        out, (h,), _ = torch_ops.rnn_layer(args[0], args[1:2], args[2:], BATCH_SIZES, reverse, nonlinearity)
         return out, h
 
     assert gradcheck(run, (x, h0, *weights))
@@ -75,23 +78,36 @@ def test_module_gradcheck():
     assert gradcheck(run, (x, h0, c0, *params))
 
 
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("proj", [0, 3])
-def test_reference_agrees_with_production(proj):
-    """Both backends of every layer of a packed, bidirectional, stacked LSTM agree, float64."""
-    torch.manual_seed(5)
-    prod = lstmkit.LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=proj, dtype=torch.float64)
-    ref = lstmkit.LSTM(
-        3, 5, num_layers=2, bidirectional=True, proj_size=proj, dtype=torch.float64, backend="reference"
-    )
-    ref.load_state_dict(prod.state_dict())
-    x = torch.randn(7, 4, 3, dtype=torch.float64)
-    lengths = [3, 7, 1, 5]
+def test_textbook_reference_agrees_with_production(proj, reverse):
+    """lstmkit.reference.lstm_layer (SPEC.md §1, padded with lengths) equals the hand-written
+    BPTT (packed rows) in outputs, final states and every gradient, float64."""
+    gen = torch.Generator().manual_seed(5)
+    steps, lengths, hidden = 7, torch.tensor([7, 5, 3, 1]), 5
+    x = torch.randn(steps, 4, 3, generator=gen, dtype=torch.float64)
+    h0 = torch.randn(4, proj or hidden, generator=gen, dtype=torch.float64)
+    c0 = torch.randn(4, hidden, generator=gen, dtype=torch.float64)
+    weights = _weights(gen, 3, hidden, proj, 4)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths)
+    batch_sizes = packed.batch_sizes.tolist()
     results = []
-    for model in (prod, ref):
-        leaf = x.clone().requires_grad_()
-        out, (h, c) = model(leaf, lengths=lengths)
+    for textbook in (True, False):
+        leaves = [
+            t.detach().clone().requires_grad_() for t in (x, h0, c0, *[w for w in weights if w is not None])
+        ]
+        it = iter(leaves[3:])
+        ws = [None if w is None else next(it) for w in weights]
+        if textbook:
+            out, (h, c) = reference.lstm_layer(leaves[0], (leaves[1], leaves[2]), ws, lengths, reverse)
+            out = torch.nn.utils.rnn.pack_padded_sequence(out, lengths).data
+        else:
+            rows = torch.nn.utils.rnn.pack_padded_sequence(leaves[0], lengths).data
+            out, (h, c), _ = torch_ops.lstm_layer(
+                rows, (leaves[1], leaves[2]), LSTMWeights(*ws), batch_sizes, reverse
+            )
         (out.square().sum() + h.sum() + (c * 2).sum()).backward()
-        results.append([out, h, c, leaf.grad, *[p.grad for p in model.parameters()]])
+        results.append([out, h, c, *[t.grad for t in leaves]])
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 

@@ -24,19 +24,16 @@ def test_mask_statistics():
     after the last layer nothing is dropped."""
     seen = []
 
-    def ones_layer(x, state, weights, batch_sizes, reverse):
+    def ones_layer(x, state, k, reverse):
         seen.append(x)
-        return torch.ones(x.shape[0], 100), state
+        return torch.ones(x.shape[0], 100), state, None
 
     p, rows = 0.3, 200
     torch.manual_seed(0)
-    batch = [10] * (rows // 10)
-    out, _ = functional.stack(
+    out, _, _ = functional.stack(
         ones_layer,
         torch.ones(rows, 100),
-        batch,
         (torch.zeros(3, 10, 1),),
-        [None] * 3,
         num_layers=3,
         bidirectional=False,
         dropout=p,

@@ -3,8 +3,10 @@
 Public surface:
 
 - ``LSTM``, ``RNN``, ``LSTMCell``, ``RNNCell``: modules with torch.nn's constructor, call,
-  shapes and state_dict; ``from_torch`` / ``to_torch`` convert.
+  shapes and state_dict; ``from_torch`` / ``to_torch`` convert. LSTM and LSTMCell take the
+  variant options of docs/variants.md; ``LSTMGates`` is what ``return_gates=True`` adds.
 - ``reference``: the textbook cell and layer of SPEC.md, the oracle of every fast path.
+- ``reference_variants``: every variant's formulas, step by step, the variants' oracle.
 - ``functional``: stacked networks over packed rows, with backend dispatch.
 """
 
@@ -12,9 +14,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import functional as functional
 from . import reference as reference
+from . import reference_variants as reference_variants
 from .nn import LSTM as LSTM
 from .nn import RNN as RNN
 from .nn import LSTMCell as LSTMCell
+from .nn import LSTMGates as LSTMGates
 from .nn import RNNCell as RNNCell
 
 try:
@@ -22,4 +26,14 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "functional", "reference", "__version__"]
+__all__ = [
+    "LSTM",
+    "RNN",
+    "LSTMCell",
+    "RNNCell",
+    "LSTMGates",
+    "functional",
+    "reference",
+    "reference_variants",
+    "__version__",
+]

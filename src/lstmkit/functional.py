@@ -3,49 +3,54 @@
 ``lstm`` and ``rnn`` take the packed-row layout of ``lstmkit.kernels`` and run ``num_layers``
 layers of one or two directions (SPEC.md §3): each layer reads the concatenated outputs of the
 layer below; dropout, when training, acts between layers, never after the last (as torch.nn.LSTM).
-The module classes in ``lstmkit.nn`` validate arguments and convert tensors and PackedSequences
-to this layout; these functions trust their input.
+``lstm`` also draws the random masks of the variant options (docs/variants.md) with torch's
+global generator, so a seed fixes them. The modules of ``lstmkit.nn`` validate arguments and
+convert tensors and PackedSequences to this layout; these functions trust their input.
 
-Every backend provides one layer function per cell type with the signature
-``layer(x, state, weights, batch_sizes, reverse) -> (out, new_state)``.
+A backend provides one layer function per cell type:
+``lstm_layer(x, state, weights, batch_sizes, reverse, options, masks) -> (out, state, (gates, cells))``
+and ``rnn_layer(x, state, weights, batch_sizes, reverse, nonlinearity) -> (out, state, None)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import reference
+from . import reference, reference_variants
 from .kernels import torch_ops
+from .kernels.contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 
-LayerWeights = tuple[Tensor | None, ...]
-LayerFn = Callable[..., tuple[Tensor, tuple[Tensor, ...]]]
+LayerFn = Callable[..., tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, Tensor] | None]]
 
 
-def _padded(x: Tensor, batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Packed rows (N, F) -> padded (T, B, F) and lengths (B,)."""
+def padded(x: Tensor, batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Packed rows (N, F) -> padded (T, B, F), in the rows' batch order, and lengths (B,)."""
     return pad_packed_sequence(PackedSequence(x, torch.tensor(batch_sizes)))
 
 
-def _rows(padded: Tensor, lengths: Tensor) -> Tensor:
+def _packed(padded: Tensor, lengths: Tensor) -> Tensor:
     return pack_padded_sequence(padded, lengths).data
 
 
-def _reference_lstm(x, state, weights, batch_sizes, reverse):
-    padded, lengths = _padded(x, batch_sizes)
-    out, new_state = reference.lstm_layer(padded, state, weights, lengths, reverse)
-    return _rows(out, lengths), new_state
+def _reference_lstm(x, state, weights, batch_sizes, reverse, options=PLAIN, masks=NO_MASKS):
+    padded_x, lengths = padded(x, batch_sizes)
+    keep = [m if m is None or m.dim() == 0 else padded(m, batch_sizes)[0] for m in masks[1:]]
+    masks = LSTMMasks(masks.recurrent, *keep)
+    out, final, (gates, cells) = reference_variants.lstm_layer(
+        padded_x, state, weights, lengths, reverse, options, masks
+    )
+    return _packed(out, lengths), final, (_packed(gates, lengths), _packed(cells, lengths))
 
 
 def _reference_rnn(x, state, weights, batch_sizes, reverse, nonlinearity="tanh"):
-    padded, lengths = _padded(x, batch_sizes)
-    out, hidden = reference.rnn_layer(padded, *state, weights, lengths, reverse, nonlinearity)
-    return _rows(out, lengths), (hidden,)
+    padded_x, lengths = padded(x, batch_sizes)
+    out, hidden = reference.rnn_layer(padded_x, *state, weights, lengths, reverse, nonlinearity)
+    return _packed(out, lengths), (hidden,), None
 
 
 LSTM_BACKENDS: dict[str, LayerFn] = {
@@ -71,57 +76,112 @@ def resolve_backend(backend: str) -> str:
 
 
 def stack(
-    layer: LayerFn,
+    layer: Callable[[Tensor, tuple[Tensor, ...], int, bool], tuple],
     x: Tensor,
-    batch_sizes: Sequence[int],
     state: tuple[Tensor, ...],
-    weights: Sequence[LayerWeights],
     *,
     num_layers: int,
     bidirectional: bool,
     dropout: float = 0.0,
     training: bool = False,
-) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Run ``num_layers`` layers of ``layer`` over packed rows.
+) -> tuple[Tensor, tuple[Tensor, ...], list]:
+    """Run ``num_layers`` layers of ``layer(x, state_k, k, reverse)`` over packed rows.
 
-    x (N, I); each state tensor (L*D, B, .) with row ``layer * D + direction``, as torch's h0/c0;
-    weights[layer * D + direction]. Returns out (N, D*P) and the final state, shaped as ``state``.
+    x (N, I); each state tensor (L*D, B, .) with row k = ``layer * D + direction``, as torch's
+    h0/c0. Returns out (N, D*P), the final state shaped as ``state``, and each layer call's extras.
     """
     directions = 2 if bidirectional else 1
-    finals: list[tuple[Tensor, ...]] = []
+    finals, extras = [], []
     for index in range(num_layers):
         outs = []
         for direction in range(directions):
             k = index * directions + direction
-            out, final = layer(x, tuple(s[k] for s in state), weights[k], batch_sizes, direction == 1)
+            out, final, extra = layer(x, tuple(s[k] for s in state), k, direction == 1)
             outs.append(out)
             finals.append(final)
+            extras.append(extra)
         x = outs[0] if directions == 1 else torch.cat(outs, 1)
         if dropout > 0 and training and index < num_layers - 1:
             x = F.dropout(x, dropout, training=True)
-    return x, tuple(torch.stack(parts) for parts in zip(*finals, strict=True))
+    return x, tuple(torch.stack(parts) for parts in zip(*finals, strict=True)), extras
+
+
+def draw_masks(
+    rows: int,
+    batch: int,
+    sizes: tuple[int, int],
+    like: Tensor,
+    *,
+    zoneout: tuple[float, float],
+    recurrent_dropout: float,
+    training: bool,
+) -> LSTMMasks:
+    """The masks of one layer and direction; sizes = (H, P).
+
+    Training: recurrent dropout keeps each unit of h_{t-1} for the whole sequence with
+    probability 1 - p, scaled by 1 / (1 - p); zoneout keeps each unit's previous value at each
+    step with probability z. Evaluation: no recurrent dropout; zoneout keeps the fraction z,
+    its expectation.
+    """
+    cell_size, hidden_size = sizes
+    recurrent = None
+    if training and recurrent_dropout > 0:
+        keep = 1 - recurrent_dropout
+        recurrent = torch.bernoulli(like.new_full((batch, hidden_size), keep)) / keep
+    keeps = []
+    for z, size in zip(zoneout, (cell_size, hidden_size), strict=True):
+        if z == 0:
+            keeps.append(None)
+        elif training:
+            keeps.append(torch.bernoulli(like.new_full((rows, size), z)))
+        else:
+            keeps.append(like.new_tensor(z))
+    return LSTMMasks(recurrent, *keeps)
 
 
 def lstm(
     x: Tensor,
     batch_sizes: Sequence[int],
     state: tuple[Tensor, Tensor],
-    weights: Sequence[LayerWeights],
+    weights: Sequence[LSTMWeights],
     *,
     num_layers: int = 1,
     bidirectional: bool = False,
     dropout: float = 0.0,
     training: bool = False,
     backend: str = "auto",
-) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """Stacked LSTM. x (N, I), state = (h0 (L*D, B, P), c0 (L*D, B, H)), weights per layer and
-    direction = (w_ih, w_hh, b_ih, b_hh, w_hr) -> (out (N, D*P), (h_n, c_n))."""
+    options: LSTMOptions = PLAIN,
+    zoneout: tuple[float, float] = (0.0, 0.0),
+    recurrent_dropout: float = 0.0,
+    weight_dropout: float = 0.0,
+) -> tuple[Tensor, tuple[Tensor, ...], list[tuple[Tensor, Tensor]]]:
+    """Stacked LSTM. x (N, I), state = (h0 (L*D, B, P), c0 (L*D, B, H)), one ``LSTMWeights`` per
+    layer and direction; zoneout = (z_cell, z_hidden).
+
+    Returns out (N, D*P), (h_n, c_n), and per layer and direction (gates (N, 4H), cells (N, H)).
+    """
+    kernel = LSTM_BACKENDS[resolve_backend(backend)]
+    sizes = (state[1].shape[-1], state[0].shape[-1])
+
+    def layer(x: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
+        w = weights[k]
+        if training and weight_dropout > 0:  # DropConnect: one mask on W_hh per call
+            w = w._replace(w_hh=F.dropout(w.w_hh, weight_dropout, training=True))
+        masks = draw_masks(
+            x.shape[0],
+            batch_sizes[0],
+            sizes,
+            x,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
+            training=training,
+        )
+        return kernel(x, state_k, w, batch_sizes, reverse, options, masks)
+
     return stack(
-        LSTM_BACKENDS[resolve_backend(backend)],
+        layer,
         x,
-        batch_sizes,
         state,
-        weights,
         num_layers=num_layers,
         bidirectional=bidirectional,
         dropout=dropout,
@@ -133,7 +193,7 @@ def rnn(
     x: Tensor,
     batch_sizes: Sequence[int],
     state: tuple[Tensor],
-    weights: Sequence[LayerWeights],
+    weights: Sequence[tuple[Tensor | None, ...]],
     *,
     nonlinearity: str = "tanh",
     num_layers: int = 1,
@@ -141,15 +201,18 @@ def rnn(
     dropout: float = 0.0,
     training: bool = False,
     backend: str = "auto",
-) -> tuple[Tensor, tuple[Tensor, ...]]:
+) -> tuple[Tensor, tuple[Tensor, ...], list[None]]:
     """Stacked plain RNN. x (N, I), state = (h0 (L*D, B, H),), weights per layer and direction
-    = (w_ih, w_hh, b_ih, b_hh) -> (out (N, D*H), (h_n,))."""
+    = (w_ih, w_hh, b_ih, b_hh) -> (out (N, D*H), (h_n,), [None, ...])."""
+    kernel = RNN_BACKENDS[resolve_backend(backend)]
+
+    def layer(x: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
+        return kernel(x, state_k, weights[k], batch_sizes, reverse, nonlinearity)
+
     return stack(
-        partial(RNN_BACKENDS[resolve_backend(backend)], nonlinearity=nonlinearity),
+        layer,
         x,
-        batch_sizes,
         state,
-        weights,
         num_layers=num_layers,
         bidirectional=bidirectional,
         dropout=dropout,

@@ -1,8 +1,9 @@
 """The modules: LSTM, RNN, LSTMCell, RNNCell, drop-ins for their torch.nn namesakes.
 
 Same constructor, call, shapes, parameter names, gate order and initialisation as torch.nn, so
-``state_dict`` moves both ways. The modules check arguments, convert tensors and PackedSequences
-to the packed-row layout of ``lstmkit.kernels``, and dispatch to ``lstmkit.functional``.
+``state_dict`` moves both ways. LSTM and LSTMCell add keyword-only variant options
+(docs/variants.md). The modules check arguments, convert tensors and PackedSequences to the
+packed-row layout of ``lstmkit.kernels``, and dispatch to ``lstmkit.functional``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,60 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import _checks, functional
+from ._variants import PARAMETER_STEMS, Variants
+from .kernels.contract import LSTMWeights
 
-__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell"]
+__all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "LSTMGates"]
+
+
+class LSTMGates(NamedTuple):
+    """Every gate activation and cell state, returned by ``return_gates=True``.
+
+    From ``LSTM``: each (L*D, T, B, H), row ``layer * D + direction`` as h_n; (L*D, B, T, H) with
+    ``batch_first``, (L*D, T, H) unbatched; zeros at the padding of variable-length input. From
+    ``LSTMCell``: each (B, H), or (H,) unbatched. ``cell`` is the carried cell state C_t (after
+    zoneout, if any); with every variant off, C_t = f * C_{t-1} + i * C̃ and h_t = o * tanh(C_t).
+    """
+
+    input_gate: Tensor
+    forget_gate: Tensor
+    candidate: Tensor
+    output_gate: Tensor
+    cell: Tensor
+
+
+def _gates(gates: Tensor, cells: Tensor) -> LSTMGates:
+    """Split (..., 4H) activations (i, f, g, o) and add the cells."""
+    return LSTMGates(*gates.chunk(4, -1), cells)
+
+
+_VARIANTS_DOC = """
+    Variant options (keyword-only; defaults = the plain LSTM; docs/variants.md has the details).
+    Per layer, direction and step, with an option that is off leaving its term out::
+
+        h̃_{t-1} = m ⊙ h_{t-1}                      m ~ Bernoulli(1-p)/(1-p) per sequence  recurrent_dropout=p
+        W̃_hh = M ⊙ W_hh                            M ~ Bernoulli(1-q)/(1-q) per call      weight_dropout=q
+        a = LN_ih(W_ih x_t) + b_ih + LN_hh(W̃_hh h̃_{t-1}) + b_hh                       layer_norm
+        a_i += p_i ⊙ c_{t-1};  a_f += p_f ⊙ c_{t-1}                                      peephole
+        f = σ(clip(a_f));  i = σ(clip(a_i)), or 1 - f                                     coupled_input_forget
+        g = tanh(clip(a_g));  c' = f ⊙ c_{t-1} + i ⊙ g
+        a_o += p_o ⊙ c';  o = σ(clip(a_o))           clip(a) = min(max(a, -κ), κ)         cell_clip=κ
+        h' = W_hr (o ⊙ tanh(LN_c(c')))               LN_c(c) = γ_c ⊙ normalise(c) + β_c   layer_norm
+        c_t = k_c ⊙ c_{t-1} + (1 - k_c) ⊙ c';  h_t = k_h ⊙ h_{t-1} + (1 - k_h) ⊙ h'      zoneout=(z_c, z_h)
+
+    LN_ih(z) = γ_ih ⊙ normalise(z), LN_hh likewise, over all 4H; normalise(z) = (z - mean z) /
+    sqrt(var z + 1e-5). Zoneout's k ~ Bernoulli(z) per step and unit in training, k = z in
+    evaluation; the dropouts are off in evaluation. ``forget_bias`` adds to ``bias_ih[H:2H]`` at
+    initialisation. Added parameters: ``peephole_{i,f,o}``, ``layer_norm_ih``, ``layer_norm_hh``,
+    ``layer_norm_cell_weight``, ``layer_norm_cell_bias`` (with LSTM's ``_l{k}[_reverse]`` suffix).
+"""
 
 
 class _TorchLike(nn.Module):
@@ -27,10 +72,15 @@ class _TorchLike(nn.Module):
 
     _torch_class: ClassVar[type[nn.Module]]
     _torch_arguments: ClassVar[tuple[str, ...]]  # the constructor arguments both classes share
+    variants: Variants = Variants()
 
     @classmethod
-    def from_torch(cls, module: nn.Module, *, backend: str = "auto") -> Any:
-        """A copy of ``module`` (a ``torch.nn`` namesake) with its weights, device, dtype and mode."""
+    def from_torch(cls, module: nn.Module, *, backend: str = "auto", **options: Any) -> Any:
+        """A copy of ``module`` (a ``torch.nn`` namesake) with its weights, device, dtype and mode.
+
+        ``options`` are variant options for the copy; the parameters they add start as a new
+        module's would.
+        """
         if not isinstance(module, cls._torch_class):
             raise TypeError(
                 f"{cls.__name__}.from_torch expects a torch.nn.{cls._torch_class.__name__}, "
@@ -38,30 +88,54 @@ class _TorchLike(nn.Module):
             )
         weight = module.weight_ih_l0 if hasattr(module, "weight_ih_l0") else module.weight_ih
         kwargs = {name: getattr(module, name) for name in cls._torch_arguments}
-        new = cls(**kwargs, device=weight.device, dtype=weight.dtype, backend=backend)
-        new.load_state_dict(module.state_dict())
+        new = cls(**kwargs, device=weight.device, dtype=weight.dtype, backend=backend, **options)
+        state = new.state_dict()
+        state.update(module.state_dict())
+        new.load_state_dict(state)
         return new.train(module.training)
-
-    def reset_parameters(self) -> None:
-        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as torch.nn."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
 
     def to_torch(self) -> nn.Module:
         """The ``torch.nn`` namesake with this module's weights, device, dtype and mode."""
+        missing = self.variants.non_torch()
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}.to_torch: torch.nn.{self._torch_class.__name__} has no "
+                f"{', '.join(missing)}; only a plain configuration converts"
+            )
         weight = next(self.parameters())
         kwargs = {name: getattr(self, name) for name in self._torch_arguments}
         module = self._torch_class(**kwargs, device=weight.device, dtype=weight.dtype)
         module.load_state_dict(self.state_dict())
         return module.train(self.training)
 
+    def _suffixes(self) -> list[str]:
+        return [""]
+
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as torch.nn, drawn in
+        torch's order; then the variant options' initial values (docs/variants.md)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+        for suffix in self._suffixes():
+            self.variants.reset(self, suffix, self.hidden_size)
+
+    def _register(self, stems: dict[str, tuple[int, ...]], suffix: str, factory: dict) -> list[str]:
+        names = []
+        for stem, shape in stems.items():
+            self.register_parameter(stem + suffix, nn.Parameter(torch.empty(shape, **factory)))
+            names.append(stem + suffix)
+        return names
+
+    def _weights(self, suffix: str, fields: Sequence[str]) -> tuple[Tensor | None, ...]:
+        return tuple(getattr(self, PARAMETER_STEMS[f] + suffix, None) for f in fields)
+
 
 class _Recurrent(_TorchLike):
     """What LSTM and RNN share: torch's parameters, argument checks, input and output layouts."""
 
     _state_names: ClassVar[tuple[str, ...]]
-    _gates: ClassVar[int]
+    _gate_count: ClassVar[int]
 
     def __init__(
         self,
@@ -76,6 +150,7 @@ class _Recurrent(_TorchLike):
         device: torch.device | str | None,
         dtype: torch.dtype | None,
         backend: str,
+        variants: Variants,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -99,29 +174,40 @@ class _Recurrent(_TorchLike):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.backend = backend
+        self.variants = variants
 
         factory = {"device": device, "dtype": dtype}
-        directions = 2 if bidirectional else 1
         out_size = proj_size or hidden_size
-        gate_size = self._gates * hidden_size
+        gate_size = self._gate_count * hidden_size
         self._flat_weights_names: list[str] = []
         self._all_weights: list[list[str]] = []
-        # torch's registration order, so that reset_parameters draws the same numbers as torch
+        # torch's registration order, so that reset_parameters draws the same numbers as torch;
+        # the variants' parameters come after all of torch's
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else out_size * directions
-            for direction in range(directions):
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                shapes = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, out_size)}
+            layer_input = input_size if layer == 0 else out_size * self._directions
+            for suffix in self._suffixes()[layer * self._directions : (layer + 1) * self._directions]:
+                stems = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, out_size)}
                 if bias:
-                    shapes |= {"bias_ih": (gate_size,), "bias_hh": (gate_size,)}
+                    stems |= {"bias_ih": (gate_size,), "bias_hh": (gate_size,)}
                 if proj_size:
-                    shapes["weight_hr"] = (proj_size, hidden_size)
-                names = [name + suffix for name in shapes]
-                for name, shape in zip(names, shapes.values(), strict=True):
-                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                    stems["weight_hr"] = (proj_size, hidden_size)
+                names = self._register(stems, suffix, factory)
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
+        for suffix in self._suffixes():
+            self._register(variants.parameter_shapes(hidden_size), suffix, factory)
         self.reset_parameters()
+
+    @property
+    def _directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _suffixes(self) -> list[str]:
+        """Parameter-name suffix of each layer and direction, in h_n's row order."""
+        return [
+            f"_l{k // self._directions}" + ("_reverse" if k % self._directions else "")
+            for k in range(self.num_layers * self._directions)
+        ]
 
     def flatten_parameters(self) -> None:
         """No-op kept for drop-in use: lstmkit's kernels need no flat weight buffer."""
@@ -129,16 +215,6 @@ class _Recurrent(_TorchLike):
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         return [[getattr(self, name) for name in names] for names in self._all_weights]
-
-    def _layer_weights(self) -> list[tuple[Tensor | None, ...]]:
-        """Per layer and direction, (w_ih, w_hh, b_ih, b_hh[, w_hr]) with None where absent."""
-        keys = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] + (["weight_hr"] if self._gates == 4 else [])
-        weights = []
-        for layer in range(self.num_layers):
-            for direction in range(2 if self.bidirectional else 1):
-                suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                weights.append(tuple(getattr(self, key + suffix, None) for key in keys))
-        return weights
 
     def _state_sizes(self) -> tuple[int, ...]:
         """Feature size of each state tensor: h (P) for RNN, h (P) and c (H) for LSTM."""
@@ -158,21 +234,23 @@ class _Recurrent(_TorchLike):
         ):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
+        for item in self.variants.repr_items():
+            s += f", {item}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
 
-    def _kernel(self, x, batch_sizes, state) -> tuple[Tensor, tuple[Tensor, ...]]:
+    def _kernel(self, x: Tensor, batch_sizes: list[int], state: tuple[Tensor, ...]) -> tuple:
         raise NotImplementedError
 
     def _run(
-        self, input: Tensor | PackedSequence, hx: object, lengths: object
-    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...]]:
+        self, input: Tensor | PackedSequence, hx: object, lengths: object, return_gates: bool = False
+    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...], LSTMGates | None]:
         owner = type(self).__name__
         weight = self.weight_ih_l0
         state = None if hx is None else _checks.state(owner, hx, self._state_names)
         sorted_indices = unsorted_indices = None
-        batched, steps = True, 0
+        batched, steps, padded_input = True, 0, False
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError(f"{owner}: lengths= is for padded tensors; a PackedSequence carries its own")
@@ -189,6 +267,7 @@ class _Recurrent(_TorchLike):
                 x = x.transpose(0, 1)
             steps, batch = x.shape[:2]  # x is (T, B, I) from here
             if lengths is None:
+                padded_input = True
                 batch_sizes = [batch] * steps
                 rows = x.reshape(steps * batch, self.input_size)
             else:
@@ -204,26 +283,40 @@ class _Recurrent(_TorchLike):
         state = self._initial_state(state, batch_sizes[0], batched, rows)
         if sorted_indices is not None:
             state = tuple(s.index_select(1, sorted_indices) for s in state)
-        out, final = self._kernel(rows, batch_sizes, state)
+        out, final, extras = self._kernel(rows, batch_sizes, state)
         if unsorted_indices is not None:
             final = tuple(s.index_select(1, unsorted_indices) for s in final)
 
+        def time_major(rows: Tensor) -> Tensor:
+            """Packed rows -> (T, B, F) in the caller's batch order, zeros at padding."""
+            if padded_input:
+                return rows.view(steps, -1, rows.shape[-1])
+            sizes = torch.tensor(batch_sizes)
+            packed_rows = PackedSequence(rows, sizes, sorted_indices, unsorted_indices)
+            return pad_packed_sequence(packed_rows, total_length=steps or None)[0]
+
+        def caller_layout(tensor: Tensor, time_dim: int) -> Tensor:
+            if not batched:
+                return tensor.squeeze(time_dim + 1)
+            return tensor.transpose(time_dim, time_dim + 1) if self.batch_first else tensor
+
+        gates = None
+        if return_gates:
+            parts = [_gates(time_major(g), time_major(c)) for g, c in extras]
+            gates = LSTMGates(*(caller_layout(torch.stack(p), 1) for p in zip(*parts, strict=True)))
         if isinstance(input, PackedSequence):
-            return PackedSequence(out, input.batch_sizes, sorted_indices, unsorted_indices), final
-        if lengths is not None:
-            packed_out = PackedSequence(out, packed.batch_sizes, sorted_indices, unsorted_indices)
-            output = pad_packed_sequence(packed_out, total_length=steps)[0]
+            output = PackedSequence(out, input.batch_sizes, sorted_indices, unsorted_indices)
         else:
-            output = out.view(steps, -1, out.shape[-1])
+            output = caller_layout(time_major(out), 0)
         if not batched:
-            return output.squeeze(1), tuple(s.squeeze(1) for s in final)
-        return (output.transpose(0, 1) if self.batch_first else output), final
+            final = tuple(s.squeeze(1) for s in final)
+        return output, final, gates
 
     def _initial_state(
         self, state: tuple[Tensor, ...] | None, batch: int, batched: bool, like: Tensor
     ) -> tuple[Tensor, ...]:
         """(h0[, c0]) as (L*D, B, .) tensors: checked when given, zeros when not."""
-        depth = self.num_layers * (2 if self.bidirectional else 1)
+        depth = self.num_layers * self._directions
         sizes = self._state_sizes()
         if state is None:
             return tuple(like.new_zeros(depth, batch, size) for size in sizes)
@@ -255,24 +348,25 @@ class LSTM(_Recurrent):
         proj_size, device, dtype: as ``torch.nn.LSTM``; ``dropout`` acts on the outputs of
         every layer but the last, in training only.
         backend: keyword-only; ``"auto"`` (the fastest correct one), ``"torch"`` (hand-written
-            backpropagation through time in PyTorch ops) or ``"reference"`` (the textbook cell
-            of ``lstmkit.reference`` under plain autograd).
+            backpropagation through time in PyTorch ops) or ``"reference"`` (the step-by-step
+            formulas of ``lstmkit.reference_variants`` under plain autograd).
 
-    Inputs: ``input, (h_0, c_0)``, and keyword-only ``lengths``:
+    Inputs: ``input, (h_0, c_0)``, and keyword-only ``lengths`` and ``return_gates``:
         - input: (T, B, I), (B, T, I) if ``batch_first``, (T, I) unbatched, or a
           ``PackedSequence``.
         - h_0: (D*L, B, P), c_0: (D*L, B, H); 2-D without B for unbatched input. Zeros if omitted.
         - lengths: optional, B ints in [1, T] for a padded batched input: steps past a
           sequence's length are padding (output zeros there; h_n, c_n at the true end; the
           reverse direction starts at the true end), as if packed.
+        - return_gates: also return an ``LSTMGates`` of every gate and cell state.
 
-    Outputs: ``output, (h_n, c_n)``:
+    Outputs: ``output, (h_n, c_n)`` (and ``gates`` with ``return_gates=True``):
         - output: (T, B, D*P) ((B, T, D*P) if ``batch_first``; a ``PackedSequence`` for packed input).
         - h_n: (D*L, B, P), c_n: (D*L, B, H): the final states, layer-major, forward first.
 
     Attributes: ``weight_ih_l{k}`` (4H, I for k = 0 else D*P), ``weight_hh_l{k}`` (4H, P),
     ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H), ``weight_hr_l{k}`` (P, H) with proj_size, and the
-    same with suffix ``_reverse``; gates stacked as (i, f, g, o).
+    same with suffix ``_reverse``; gates stacked as (i, f, g, o). ``variants`` holds the options.
 
     Example (the seed's)::
 
@@ -284,7 +378,7 @@ class LSTM(_Recurrent):
         (torch.Size([1, 3, 6]), torch.Size([2, 3, 6]), torch.Size([2, 3, 6]))
     """
 
-    __doc__ += _SHAPES_DOC
+    __doc__ += _VARIANTS_DOC + _SHAPES_DOC
     _torch_class = nn.LSTM
     _torch_arguments = (
         "input_size",
@@ -297,7 +391,7 @@ class LSTM(_Recurrent):
         "proj_size",
     )
     _state_names = ("h_0", "c_0")
-    _gates = 4
+    _gate_count = 4
 
     def __init__(
         self,
@@ -312,8 +406,28 @@ class LSTM(_Recurrent):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
+        forget_bias: float = 0.0,
+        layer_norm: bool = False,
+        peephole: bool = False,
+        coupled_input_forget: bool = False,
+        cell_clip: float | None = None,
+        zoneout: float | tuple[float, float] = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
         backend: str = "auto",
     ) -> None:
+        variants = Variants.checked(
+            type(self).__name__,
+            bias,
+            forget_bias=forget_bias,
+            layer_norm=layer_norm,
+            peephole=peephole,
+            coupled_input_forget=coupled_input_forget,
+            cell_clip=cell_clip,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
+            weight_dropout=weight_dropout,
+        )
         super().__init__(
             input_size,
             hidden_size,
@@ -326,19 +440,25 @@ class LSTM(_Recurrent):
             device,
             dtype,
             backend,
+            variants,
         )
 
     def _kernel(self, x, batch_sizes, state):
+        v = self.variants
         return functional.lstm(
             x,
             batch_sizes,
             state,
-            self._layer_weights(),
+            [LSTMWeights(*self._weights(s, LSTMWeights._fields)) for s in self._suffixes()],
             num_layers=self.num_layers,
             bidirectional=self.bidirectional,
             dropout=self.dropout,
             training=self.training,
             backend=self.backend,
+            options=v.options(),
+            zoneout=v.zoneout,
+            recurrent_dropout=v.recurrent_dropout,
+            weight_dropout=v.weight_dropout,
         )
 
     def forward(
@@ -347,9 +467,12 @@ class LSTM(_Recurrent):
         hx: tuple[Tensor, Tensor] | None = None,
         *,
         lengths: Tensor | Sequence[int] | None = None,
-    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        return_gates: bool = False,
+    ) -> tuple:
         """``output, (h_n, c_n) = lstm(input, (h_0, c_0))``; shapes in the class docstring."""
-        output, (hidden, cell) = self._run(input, hx, lengths)
+        output, (hidden, cell), gates = self._run(input, hx, lengths, return_gates)
+        if return_gates:
+            return output, (hidden, cell), gates
         return output, (hidden, cell)
 
 
@@ -359,10 +482,10 @@ class RNN(_Recurrent):
     For each layer, direction and step: ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``,
     or ReLU in place of tanh with ``nonlinearity="relu"``.
 
-    Args, inputs and ``lengths`` as ``LSTM`` without ``proj_size`` and c; ``nonlinearity`` is the
-    fourth positional argument, as in torch. Outputs: ``output`` (T, B, D*H), ``h_n`` (D*L, B, H).
-    Attributes: ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``
-    (H rows each) and their ``_reverse`` twins.
+    Args, inputs and ``lengths`` as ``LSTM`` without ``proj_size``, c and the variant options;
+    ``nonlinearity`` is the fourth positional argument, as in torch. Outputs: ``output``
+    (T, B, D*H), ``h_n`` (D*L, B, H). Attributes: ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (H rows each) and their ``_reverse`` twins.
 
     Example::
 
@@ -386,7 +509,7 @@ class RNN(_Recurrent):
         "bidirectional",
     )
     _state_names = ("h_0",)
-    _gates = 1
+    _gate_count = 1
 
     def __init__(
         self,
@@ -417,6 +540,7 @@ class RNN(_Recurrent):
             device,
             dtype,
             backend,
+            Variants(),
         )
 
     def extra_repr(self) -> str:
@@ -428,7 +552,7 @@ class RNN(_Recurrent):
             x,
             batch_sizes,
             state,
-            self._layer_weights(),
+            [self._weights(s, ("w_ih", "w_hh", "b_ih", "b_hh")) for s in self._suffixes()],
             nonlinearity=self.nonlinearity,
             num_layers=self.num_layers,
             bidirectional=self.bidirectional,
@@ -445,15 +569,15 @@ class RNN(_Recurrent):
         lengths: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         """``output, h_n = rnn(input, h_0)``; shapes in the class docstring."""
-        output, (hidden,) = self._run(input, hx, lengths)
+        output, (hidden,), _ = self._run(input, hx, lengths)
         return output, hidden
 
 
 class _Cell(_TorchLike):
-    """What LSTMCell and RNNCell share: torch's parameters and one step of the layer kernel."""
+    """What LSTMCell and RNNCell share: torch's parameters and input checks."""
 
     _state_names: ClassVar[tuple[str, ...]]
-    _gates: ClassVar[int]
+    _gate_count: ClassVar[int]
 
     def __init__(
         self,
@@ -463,6 +587,7 @@ class _Cell(_TorchLike):
         device: torch.device | str | None,
         dtype: torch.dtype | None,
         backend: str,
+        variants: Variants,
     ) -> None:
         super().__init__()
         _checks.config(type(self).__name__, input_size, hidden_size, 1, bias, False, 0.0, False, 0)
@@ -471,16 +596,17 @@ class _Cell(_TorchLike):
         self.hidden_size = hidden_size
         self.bias = bias
         self.backend = backend
+        self.variants = variants
         factory = {"device": device, "dtype": dtype}
-        gate_size = self._gates * hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(gate_size, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(gate_size, hidden_size, **factory))
+        gate_size = self._gate_count * hidden_size
+        stems = {"weight_ih": (gate_size, input_size), "weight_hh": (gate_size, hidden_size)}
+        self._register(stems, "", factory)
         if bias:
-            self.bias_ih = nn.Parameter(torch.empty(gate_size, **factory))
-            self.bias_hh = nn.Parameter(torch.empty(gate_size, **factory))
+            self._register({"bias_ih": (gate_size,), "bias_hh": (gate_size,)}, "", factory)
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        self._register(variants.parameter_shapes(hidden_size), "", factory)
         self.reset_parameters()
 
     def extra_repr(self) -> str:
@@ -489,17 +615,14 @@ class _Cell(_TorchLike):
             s += ", bias=False"
         if getattr(self, "nonlinearity", "tanh") != "tanh":
             s += f", nonlinearity={self.nonlinearity}"
+        for item in self.variants.repr_items():
+            s += f", {item}"
         if self.backend != "auto":
             s += f", backend={self.backend!r}"
         return s
 
-    def _layer(self) -> functional.LayerFn:
-        raise NotImplementedError
-
-    def _weights(self) -> tuple[Tensor | None, ...]:
-        return (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-
-    def _step(self, input: Tensor, hx: object) -> tuple[Tensor, ...]:
+    def _prepare(self, input: Tensor, hx: object) -> tuple[Tensor, tuple[Tensor, ...], bool]:
+        """Checked (x (B, I), state tensors (B, H), batched) for one step."""
         owner = type(self).__name__
         x = _checks.tensor_input(owner, input, self.input_size, self.weight_ih, (1, 2))
         batched = x.dim() == 2
@@ -507,23 +630,23 @@ class _Cell(_TorchLike):
             x = x.unsqueeze(0)
         batch = x.shape[0]
         if hx is None:
-            state = tuple(x.new_zeros(batch, self.hidden_size) for _ in self._state_names)
-        else:
-            state = _checks.state(owner, hx, self._state_names)
-            expected = [(batch, self.hidden_size) if batched else (self.hidden_size,)] * len(state)
-            _checks.state_shapes(owner, state, self._state_names, expected, self.weight_ih)
-            if not batched:
-                state = tuple(s.unsqueeze(0) for s in state)
-        _, final = self._layer()(x, state, self._weights(), [batch], False)
-        return final if batched else tuple(s.squeeze(0) for s in final)
+            return x, tuple(x.new_zeros(batch, self.hidden_size) for _ in self._state_names), batched
+        state = _checks.state(owner, hx, self._state_names)
+        expected = [(batch, self.hidden_size) if batched else (self.hidden_size,)] * len(state)
+        _checks.state_shapes(owner, state, self._state_names, expected, self.weight_ih)
+        return x, state if batched else tuple(s.unsqueeze(0) for s in state), batched
 
 
 class LSTMCell(_Cell):
     """One LSTM step (SPEC.md §1), a drop-in for ``torch.nn.LSTMCell``.
 
     ``h_1, c_1 = cell(input, (h_0, c_0))`` with input (B, I) or (I,), states (B, H) or (H,),
-    zeros if hx is omitted. Attributes ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``,
-    ``bias_hh`` (4H), gates stacked (i, f, g, o). ``backend`` as ``LSTM``.
+    zeros if hx is omitted; ``(h_1, c_1), gates = cell(input, hx, return_gates=True)`` also
+    gives an ``LSTMGates``. Attributes ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``,
+    ``bias_hh`` (4H), gates stacked (i, f, g, o). ``backend`` and the variant options as
+    ``LSTM``. A cell sees one step, so in training it keeps its recurrent-dropout and
+    weight-dropout masks from call to call, as Keras does: call ``reset_dropout_masks()`` when a
+    new sequence starts. Zoneout draws a fresh mask every call (every step).
 
     Example::
 
@@ -534,10 +657,11 @@ class LSTMCell(_Cell):
         (torch.Size([3, 20]), torch.Size([3, 20]))
     """
 
+    __doc__ += _VARIANTS_DOC
     _torch_class = nn.LSTMCell
     _torch_arguments = ("input_size", "hidden_size", "bias")
     _state_names = ("h_0", "c_0")
-    _gates = 4
+    _gate_count = 4
 
     def __init__(
         self,
@@ -547,19 +671,79 @@ class LSTMCell(_Cell):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         *,
+        forget_bias: float = 0.0,
+        layer_norm: bool = False,
+        peephole: bool = False,
+        coupled_input_forget: bool = False,
+        cell_clip: float | None = None,
+        zoneout: float | tuple[float, float] = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
         backend: str = "auto",
     ) -> None:
-        super().__init__(input_size, hidden_size, bias, device, dtype, backend)
+        variants = Variants.checked(
+            type(self).__name__,
+            bias,
+            forget_bias=forget_bias,
+            layer_norm=layer_norm,
+            peephole=peephole,
+            coupled_input_forget=coupled_input_forget,
+            cell_clip=cell_clip,
+            zoneout=zoneout,
+            recurrent_dropout=recurrent_dropout,
+            weight_dropout=weight_dropout,
+        )
+        super().__init__(input_size, hidden_size, bias, device, dtype, backend, variants)
+        self.reset_dropout_masks()
 
-    def _layer(self) -> functional.LayerFn:
-        return functional.LSTM_BACKENDS[functional.resolve_backend(self.backend)]
+    def reset_dropout_masks(self) -> None:
+        """Forget the recurrent-dropout and weight-dropout masks: the next training call draws new ones."""
+        self._recurrent_mask: Tensor | None = None
+        self._weight_mask: Tensor | None = None
 
-    def _weights(self) -> tuple[Tensor | None, ...]:
-        return (*super()._weights(), None)  # an LSTMCell has no projection
+    def _sequence_masks(self, batch: int) -> tuple[Tensor | None, Tensor | None]:
+        """The current sequence's (recurrent (B, H), W_hh multiplier (4H, H)) masks, in training."""
+        v = self.variants
+        if not self.training:
+            return None, None
+        if v.recurrent_dropout and (self._recurrent_mask is None or self._recurrent_mask.shape[0] != batch):
+            keep = 1 - v.recurrent_dropout
+            self._recurrent_mask = (
+                torch.bernoulli(self.weight_hh.new_full((batch, self.hidden_size), keep)) / keep
+            )
+        if v.weight_dropout and self._weight_mask is None:
+            keep = 1 - v.weight_dropout
+            self._weight_mask = (
+                torch.bernoulli(self.weight_hh.detach().new_full(self.weight_hh.shape, keep)) / keep
+            )
+        return self._recurrent_mask, self._weight_mask
 
-    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, *, return_gates: bool = False
+    ) -> tuple:
         """``(h_1, c_1) = cell(input, (h_0, c_0))``; shapes in the class docstring."""
-        hidden, cell = self._step(input, hx)
+        x, state, batched = self._prepare(input, hx)
+        v = self.variants
+        weights = LSTMWeights(*self._weights("", LSTMWeights._fields))
+        recurrent, weight_mask = self._sequence_masks(x.shape[0])
+        if weight_mask is not None:
+            weights = weights._replace(w_hh=weights.w_hh * weight_mask)
+        zoneout = functional.draw_masks(
+            x.shape[0],
+            x.shape[0],
+            (self.hidden_size, self.hidden_size),
+            x,
+            zoneout=v.zoneout,
+            recurrent_dropout=0.0,
+            training=self.training,
+        )
+        masks = zoneout._replace(recurrent=recurrent)
+        kernel = functional.LSTM_BACKENDS[functional.resolve_backend(self.backend)]
+        _, (hidden, cell), (gates, cells) = kernel(x, state, weights, [x.shape[0]], False, v.options(), masks)
+        if not batched:
+            hidden, cell, gates, cells = (t.squeeze(0) for t in (hidden, cell, gates, cells))
+        if return_gates:
+            return (hidden, cell), _gates(gates, cells)
         return hidden, cell
 
 
@@ -579,7 +763,7 @@ class RNNCell(_Cell):
     _torch_class = nn.RNNCell
     _torch_arguments = ("input_size", "hidden_size", "bias", "nonlinearity")
     _state_names = ("h_0",)
-    _gates = 1
+    _gate_count = 1
 
     def __init__(
         self,
@@ -594,13 +778,12 @@ class RNNCell(_Cell):
     ) -> None:
         _checks.nonlinearity(type(self).__name__, nonlinearity)
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, device, dtype, backend)
-
-    def _layer(self) -> functional.LayerFn:
-        layer = functional.RNN_BACKENDS[functional.resolve_backend(self.backend)]
-        return partial(layer, nonlinearity=self.nonlinearity)
+        super().__init__(input_size, hidden_size, bias, device, dtype, backend, Variants())
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """``h_1 = cell(input, h_0)``; shapes in the class docstring."""
-        (hidden,) = self._step(input, hx)
-        return hidden
+        x, state, batched = self._prepare(input, hx)
+        kernel = functional.RNN_BACKENDS[functional.resolve_backend(self.backend)]
+        weights = self._weights("", ("w_ih", "w_hh", "b_ih", "b_hh"))
+        _, (hidden,), _ = kernel(x, state, weights, [x.shape[0]], False, self.nonlinearity)
+        return hidden if batched else hidden.squeeze(0)

@@ -1,10 +1,11 @@
 """Backend "torch": backpropagation through time written by hand in PyTorch ops.
 
 One ``torch.autograd.Function`` per cell type runs one layer in one direction over packed rows
-(layout in ``lstmkit.kernels``). Forward computes the input projection of all steps as one matrix
-product, then runs the recurrence, one ``addmm`` per step. Backward runs the recurrence in
-reverse for dh and dc only, storing the gate gradients of every row; dW_ih, dW_hh, the biases and
-the input gradient are then each one matrix product over all steps.
+(layout in ``lstmkit.kernels``), with every LSTM variant of ``contract`` (formulas in
+``docs/variants.md``). Forward computes the input projection of all steps as one matrix product,
+then runs the recurrence, one ``addmm`` per step. Backward runs the recurrence in reverse for dh
+and dc only, storing the gate gradients of every row; dW_ih, dW_hh, the biases, the peepholes,
+the layer-norm gains and the input gradient are then each one product or sum over all steps.
 
 Shapes: N rows, B sequences (= batch_sizes[0]), I inputs, H cell size, P hidden size (P = H
 without projection). Gate order along 4H is PyTorch's (i, f, g, o).
@@ -17,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from .contract import LAYER_NORM_EPS, NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 
 
 def step_ranges(batch_sizes: Sequence[int], reverse: bool) -> list[tuple[int, int, int]]:
@@ -75,81 +78,238 @@ def _linear_grads(
     return d_x, d_w_ih, d_w_hh, d_b, None if d_b is None else d_b.clone()
 
 
+def _layer_norm(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row of z (R, F) normalised: (ẑ, 1/σ) with ẑ = (z - mean) / σ, σ = sqrt(var + eps)."""
+    var, mean = torch.var_mean(z, dim=-1, keepdim=True, correction=0)
+    rstd = torch.rsqrt(var + LAYER_NORM_EPS)
+    return (z - mean) * rstd, rstd
+
+
+def _layer_norm_backward(d_hat: Tensor, hat: Tensor, rstd: Tensor) -> Tensor:
+    """dL/dz from dL/dẑ for ẑ = LN(z), per row."""
+    mean_d = d_hat.mean(-1, keepdim=True)
+    mean_dh = (d_hat * hat).mean(-1, keepdim=True)
+    return rstd * (d_hat - mean_d - hat * mean_dh)
+
+
+def _rows(mask: Tensor, start: int, stop: int) -> Tensor:
+    """A zoneout mask's rows; a 0-d mask (evaluation) is the same for every row."""
+    return mask if mask.dim() == 0 else mask[start:stop]
+
+
+def row_positions(batch_sizes: Sequence[int], device: torch.device) -> Tensor:
+    """(N,) position in the batch of every packed row."""
+    return torch.cat([torch.arange(n, device=device) for n in batch_sizes])
+
+
+N_WEIGHTS = len(LSTMWeights._fields)
+
+
 class LSTMLayer(torch.autograd.Function):
-    """One LSTM layer, one direction: (x, h0, c0, weights) -> (out (N, P), h_n (B, P), c_n (B, H))."""
+    """One LSTM layer, one direction, every variant of ``contract``:
+    (x, h0, c0, *weights, *masks, batch_sizes, reverse, options) ->
+    (out (N, P), h_n (B, P), c_n (B, H), gates (N, 4H), cells (N, H)).
+
+    ``gates`` are the activations (i, f, g, o) and ``cells`` the carried c_t of every row, for
+    introspection; they are the forward's own buffers, not differentiable.
+    """
 
     @staticmethod
-    def forward(
-        ctx: FunctionCtx,
-        x: Tensor,
-        h0: Tensor,
-        c0: Tensor,
-        w_ih: Tensor,
-        w_hh: Tensor,
-        b_ih: Tensor | None,
-        b_hh: Tensor | None,
-        w_hr: Tensor | None,
-        batch_sizes: Sequence[int],
-        reverse: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        size = c0.shape[1]
-        gates = _input_projection(x, w_ih, b_ih, b_hh)  # (N, 4H), activated in place step by step
-        cells = x.new_empty(x.shape[0], size)  # (N, H)
-        out = x.new_empty(x.shape[0], h0.shape[1])  # (N, P)
-        unprojected = out if w_hr is None else x.new_empty(x.shape[0], size)  # (N, H)
+    def forward(ctx: FunctionCtx, x: Tensor, h0: Tensor, c0: Tensor, *args) -> tuple[Tensor, ...]:
+        w = LSTMWeights(*args[:N_WEIGHTS])
+        masks = LSTMMasks(*args[N_WEIGHTS : N_WEIGHTS + 3])
+        batch_sizes, reverse, options = args[N_WEIGHTS + 3 :]
+        rows, size = x.shape[0], c0.shape[1]
+        layer_norm, clip = w.layer_norm_ih is not None, options.clip
+        new = x.new_empty
+
+        pre = x @ w.w_ih.t()  # (N, 4H)
+        ih_hat = ih_rstd = hh_hat = hh_rstd = cell_hat = cell_rstd = None
+        if layer_norm:
+            ih_hat, ih_rstd = _layer_norm(pre)
+            pre = ih_hat * w.layer_norm_ih
+            hh_hat, hh_rstd = new(rows, 4 * size), new(rows, 1)
+            cell_hat, cell_rstd = new(rows, size), new(rows, 1)
+        if w.b_ih is not None:
+            pre += w.b_ih + w.b_hh
+        gates = pre  # (N, 4H) pre-activations, activated in place step by step
+        cell_new = new(rows, size)  # (N, H) c'_t, before zoneout
+        cells = cell_new if masks.keep_cell is None else new(rows, size)  # (N, H) carried c_t
+        out = new(rows, h0.shape[1])  # (N, P) carried h_t
+        unprojected = None if w.w_hr is None else new(rows, size)  # (N, H) o * tanh(c)
+        gate_inside = None  # (N, 4H) where clamping let the gradient through
+        if clip is not None:
+            gate_inside = torch.empty(rows, 4 * size, dtype=torch.bool, device=x.device)
+
         hidden, cell = h0.clone(), c0.clone()
         for start, stop, active in step_ranges(batch_sizes, reverse):
-            gate = gates[start:stop]
-            gate.addmm_(hidden[:active], w_hh.t())
-            gate[:, : 2 * size].sigmoid_()  # input and forget gates
-            gate[:, 2 * size : 3 * size].tanh_()  # candidate
-            gate[:, 3 * size :].sigmoid_()  # output gate
-            input_gate, forget_gate, candidate, output_gate = gate.chunk(4, 1)
-            cell_t = cells[start:stop]
-            torch.mul(forget_gate, cell[:active], out=cell_t)
-            cell_t.addcmul_(input_gate, candidate)
-            torch.mul(output_gate, cell_t.tanh(), out=unprojected[start:stop])
-            if w_hr is not None:
-                torch.mm(unprojected[start:stop], w_hr.t(), out=out[start:stop])
+            a = gates[start:stop]
+            h_prev, c_prev = hidden[:active], cell[:active]
+            h_in = h_prev if masks.recurrent is None else h_prev * masks.recurrent[:active]
+            if layer_norm:
+                hat, rstd = _layer_norm(h_in @ w.w_hh.t())
+                hh_hat[start:stop], hh_rstd[start:stop] = hat, rstd
+                a.addcmul_(hat, w.layer_norm_hh)
+            else:
+                a.addmm_(h_in, w.w_hh.t())
+            a_i, a_f, a_g, a_o = a.chunk(4, 1)
+            if w.peephole_i is not None:
+                a_i.addcmul_(w.peephole_i, c_prev)
+            if w.peephole_f is not None:
+                a_f.addcmul_(w.peephole_f, c_prev)
+            if clip is not None:
+                torch.le(a[:, : 3 * size].abs(), clip, out=gate_inside[start:stop, : 3 * size])
+                a[:, : 3 * size].clamp_(-clip, clip)
+            forget_gate = a_f.sigmoid_()
+            input_gate = a_i.copy_(1 - forget_gate) if options.coupled else a_i.sigmoid_()
+            candidate = a_g.tanh_()
+            c_new = cell_new[start:stop]
+            torch.mul(forget_gate, c_prev, out=c_new)
+            c_new.addcmul_(input_gate, candidate)
+            if w.peephole_o is not None:
+                a_o.addcmul_(w.peephole_o, c_new)
+            if clip is not None:
+                torch.le(a_o.abs(), clip, out=gate_inside[start:stop, 3 * size :])
+                a_o.clamp_(-clip, clip)
+            output_gate = a_o.sigmoid_()
+            squashed = c_new
+            if layer_norm:
+                hat, rstd = _layer_norm(c_new)
+                cell_hat[start:stop], cell_rstd[start:stop] = hat, rstd
+                squashed = torch.addcmul(w.layer_norm_cell_bias, hat, w.layer_norm_cell_weight)
+            r = output_gate * squashed.tanh()
+            if unprojected is not None:
+                unprojected[start:stop] = r
+                r = r @ w.w_hr.t()
+            if masks.keep_hidden is not None:
+                r = torch.lerp(r, h_prev, _rows(masks.keep_hidden, start, stop))
+            out[start:stop] = r
+            if masks.keep_cell is not None:
+                torch.lerp(c_new, c_prev, _rows(masks.keep_cell, start, stop), out=cells[start:stop])
             hidden[:active] = out[start:stop]
-            cell[:active] = cell_t
+            cell[:active] = cells[start:stop]
+
         ctx.save_for_backward(
-            x, h0, c0, w_ih, w_hh, w_hr, gates, cells, out, None if w_hr is None else unprojected
-        )
-        ctx.batch_sizes, ctx.reverse, ctx.has_bias = batch_sizes, reverse, b_ih is not None
-        return out, hidden, cell
+            x, h0, c0, *w, *masks, gates, cell_new, cells, out, unprojected,
+            ih_hat, ih_rstd, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside,
+        )  # fmt: skip
+        ctx.batch_sizes, ctx.reverse, ctx.options = batch_sizes, reverse, options
+        ctx.mark_non_differentiable(gates, cells)
+        return out, hidden, cell, gates, cells
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, d_out: Tensor, d_hn: Tensor, d_cn: Tensor) -> tuple:
-        x, h0, c0, w_ih, w_hh, w_hr, gates, cells, out, unprojected = ctx.saved_tensors
+    def backward(ctx: FunctionCtx, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, *_: Tensor) -> tuple:
+        saved = ctx.saved_tensors
+        x, h0, c0 = saved[:3]
+        w = LSTMWeights(*saved[3 : 3 + N_WEIGHTS])
+        masks = LSTMMasks(*saved[3 + N_WEIGHTS : 6 + N_WEIGHTS])
+        (gates, cell_new, cells, out, unprojected, ih_hat, ih_rstd, hh_hat, hh_rstd,
+         cell_hat, cell_rstd, gate_inside) = saved[6 + N_WEIGHTS :]  # fmt: skip
+        size, clip, coupled = c0.shape[1], ctx.options.clip, ctx.options.coupled
+        layer_norm = w.layer_norm_ih is not None
+
         prev = previous_rows(ctx.batch_sizes, ctx.reverse, x.device)
-        cell_prev = torch.cat([cells, c0]).index_select(0, prev)  # (N, H) C_{t-1} of every row
-        d_gates = torch.empty_like(gates)  # (N, 4H) gradients of the pre-activations
-        d_hidden = None if w_hr is None else torch.empty_like(out)  # (N, P) total dL/dh_t
+        cell_prev = torch.cat([cells, c0]).index_select(0, prev)  # (N, H) c_{t-1} of every row
+        d_gates = torch.empty_like(gates)  # (N, 4H) dL/d(gate pre-activations)
+        d_recurrent = torch.empty_like(gates) if layer_norm else d_gates  # (N, 4H) dL/d(W_hh h)
+        d_squashed = torch.empty_like(cell_new) if layer_norm else None  # (N, H) dL/dLN(c)
+        d_projected = None if w.w_hr is None else torch.empty_like(out)  # (N, P) dL/dh'_t
         dh, dc = d_hn.clone(), d_cn.clone()
         for start, stop, active in reversed(step_ranges(ctx.batch_sizes, ctx.reverse)):
             dh_t = dh[:active] + d_out[start:stop]
-            if w_hr is not None:
-                d_hidden[start:stop] = dh_t
-                dh_t = dh_t @ w_hr  # (active, H): through the projection
+            dc_t = dc[:active]
+            dh_carry = dc_carry = None
+            if masks.keep_hidden is not None:
+                keep = _rows(masks.keep_hidden, start, stop)
+                dh_carry, dh_t = dh_t * keep, dh_t * (1 - keep)
+            if masks.keep_cell is not None:
+                keep = _rows(masks.keep_cell, start, stop)
+                dc_carry, dc_t = dc_t * keep, dc_t * (1 - keep)
+            if d_projected is not None:
+                d_projected[start:stop] = dh_t
+                dh_t = dh_t @ w.w_hr  # (active, H)
             input_gate, forget_gate, candidate, output_gate = gates[start:stop].chunk(4, 1)
-            tanh_cell = cells[start:stop].tanh()
-            dc_t = dc[:active] + dh_t * output_gate * (1 - tanh_cell * tanh_cell)
-            d_i, d_f, d_g, d_o = d_gates[start:stop].chunk(4, 1)
-            torch.mul(dc_t * candidate, input_gate * (1 - input_gate), out=d_i)
-            torch.mul(dc_t * cell_prev[start:stop], forget_gate * (1 - forget_gate), out=d_f)
-            torch.mul(dc_t * input_gate, 1 - candidate * candidate, out=d_g)
-            torch.mul(dh_t * tanh_cell, output_gate * (1 - output_gate), out=d_o)
-            dh[:active] = d_gates[start:stop] @ w_hh
-            dc[:active] = dc_t * forget_gate
-        hidden_prev = torch.cat([out, h0]).index_select(0, prev)  # (N, P) h_{t-1} of every row
+            c_prev = cell_prev[start:stop]
+            squashed = cell_new[start:stop]
+            if layer_norm:
+                squashed = torch.addcmul(
+                    w.layer_norm_cell_bias, cell_hat[start:stop], w.layer_norm_cell_weight
+                )
+            tanh_squashed = squashed.tanh()
+            d_o = dh_t * tanh_squashed
+            d_sq = dh_t * output_gate * (1 - tanh_squashed * tanh_squashed)
+            if layer_norm:
+                d_squashed[start:stop] = d_sq
+                d_sq = _layer_norm_backward(
+                    d_sq * w.layer_norm_cell_weight, cell_hat[start:stop], cell_rstd[start:stop]
+                )
+            d_a = d_gates[start:stop]
+            d_ai, d_af, d_ag, d_ao = d_a.chunk(4, 1)
+            torch.mul(d_o, output_gate * (1 - output_gate), out=d_ao)
+            if clip is not None:
+                d_ao.mul_(gate_inside[start:stop, 3 * size :])
+            dc_new = dc_t + d_sq
+            if w.peephole_o is not None:
+                dc_new.addcmul_(d_ao, w.peephole_o)
+            torch.mul(dc_new * input_gate, 1 - candidate * candidate, out=d_ag)
+            d_input = dc_new * candidate
+            d_forget = dc_new * c_prev
+            if coupled:  # i = 1 - f: the forget gate takes the input gate's gradient, negated
+                d_forget.sub_(d_input)
+                d_ai.zero_()
+            else:
+                torch.mul(d_input, input_gate * (1 - input_gate), out=d_ai)
+            torch.mul(d_forget, forget_gate * (1 - forget_gate), out=d_af)
+            if clip is not None:
+                d_a[:, : 3 * size].mul_(gate_inside[start:stop, : 3 * size])
+            dc_prev = dc_new * forget_gate
+            if w.peephole_i is not None:
+                dc_prev.addcmul_(d_ai, w.peephole_i)
+            if w.peephole_f is not None:
+                dc_prev.addcmul_(d_af, w.peephole_f)
+            if dc_carry is not None:
+                dc_prev += dc_carry
+            d_z = d_a
+            if layer_norm:
+                d_z = _layer_norm_backward(d_a * w.layer_norm_hh, hh_hat[start:stop], hh_rstd[start:stop])
+                d_recurrent[start:stop] = d_z
+            dh_prev = d_z @ w.w_hh
+            if masks.recurrent is not None:
+                dh_prev.mul_(masks.recurrent[:active])
+            if dh_carry is not None:
+                dh_prev += dh_carry
+            dh[:active], dc[:active] = dh_prev, dc_prev
+
         needs = ctx.needs_input_grad
-        d_x, d_w_ih, d_w_hh, d_b_ih, d_b_hh = _linear_grads(
-            (needs[0], needs[3], needs[4]), d_gates, x, hidden_prev, w_ih, ctx.has_bias
-        )
-        d_w_hr = None if w_hr is None else d_hidden.t() @ unprojected
-        return d_x, dh, dc, d_w_ih, d_w_hh, d_b_ih, d_b_hh, d_w_hr, None, None
+        hidden_in = torch.cat([out, h0]).index_select(0, prev)  # (N, P) h_{t-1} of every row
+        if masks.recurrent is not None:
+            hidden_in.mul_(masks.recurrent.index_select(0, row_positions(ctx.batch_sizes, x.device)))
+        d_input_side = d_gates  # (N, 4H) dL/d(W_ih x)
+        grads = dict.fromkeys(LSTMWeights._fields)
+        if layer_norm:
+            grads["layer_norm_ih"] = (d_gates * ih_hat).sum(0)
+            grads["layer_norm_hh"] = (d_gates * hh_hat).sum(0)
+            grads["layer_norm_cell_weight"] = (d_squashed * cell_hat).sum(0)
+            grads["layer_norm_cell_bias"] = d_squashed.sum(0)
+            d_input_side = _layer_norm_backward(d_gates * w.layer_norm_ih, ih_hat, ih_rstd)
+        d_x = d_input_side @ w.w_ih if needs[0] else None
+        grads["w_ih"] = d_input_side.t() @ x
+        grads["w_hh"] = d_recurrent.t() @ hidden_in
+        if w.b_ih is not None:
+            grads["b_ih"] = d_gates.sum(0)
+            grads["b_hh"] = grads["b_ih"].clone()  # distinct tensors: autograd may keep one as .grad
+        if w.w_hr is not None:
+            grads["w_hr"] = d_projected.t() @ unprojected
+        d_i, d_f, _, d_o = d_gates.chunk(4, 1)
+        for name, d_pre, c in (
+            ("peephole_i", d_i, cell_prev),
+            ("peephole_f", d_f, cell_prev),
+            ("peephole_o", d_o, cell_new),
+        ):
+            if getattr(w, name) is not None:
+                grads[name] = (d_pre * c).sum(0)
+        return d_x, dh, dc, *grads.values(), None, None, None, None, None, None
 
 
 class RNNLayer(torch.autograd.Function):
@@ -208,14 +368,17 @@ class RNNLayer(torch.autograd.Function):
 def lstm_layer(
     x: Tensor,
     state: tuple[Tensor, ...],
-    weights: tuple[Tensor | None, ...],
+    weights: LSTMWeights,
     batch_sizes: Sequence[int],
     reverse: bool,
-) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """x (N, I), state = (h0 (B, P), c0 (B, H)), weights = (w_ih, w_hh, b_ih, b_hh, w_hr) with
-    None where absent -> (out (N, P), (h_n, c_n))."""
-    out, hidden, cell = LSTMLayer.apply(x, *state, *weights, batch_sizes, reverse)
-    return out, (hidden, cell)
+    options: LSTMOptions = PLAIN,
+    masks: LSTMMasks = NO_MASKS,
+) -> tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, Tensor]]:
+    """x (N, I), state = (h0 (B, P), c0 (B, H)) -> (out (N, P), (h_n, c_n), (gates (N, 4H), cells (N, H)))."""
+    out, hidden, cell, gates, cells = LSTMLayer.apply(
+        x, *state, *weights, *masks, batch_sizes, reverse, options
+    )
+    return out, (hidden, cell), (gates, cells)
 
 
 def rnn_layer(
@@ -227,6 +390,6 @@ def rnn_layer(
     nonlinearity: str = "tanh",
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """x (N, I), state = (h0 (B, H),), weights = (w_ih, w_hh, b_ih, b_hh) with None where
-    absent -> (out (N, H), (h_n,))."""
+    absent -> (out (N, H), (h_n,), None)."""
     out, hidden = RNNLayer.apply(x, *state, *weights, batch_sizes, reverse, nonlinearity)
-    return out, (hidden,)
+    return out, (hidden,), None

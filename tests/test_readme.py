@@ -1,0 +1,16 @@
+"""The README's Python examples run as written (its >>> example runs as a doctest)."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_blocks_run():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    scripts = [b for b in blocks if not b.lstrip().startswith(">>>")]
+    assert scripts, "the README has no Python example"
+    namespace: dict = {}
+    for block in scripts:  # in order, sharing names, as a reader would run them
+        exec(compile(block, str(README), "exec"), namespace)
+    assert namespace["gates"].forget_gate.shape == (2, 50, 4, 32)

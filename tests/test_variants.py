@@ -1,0 +1,359 @@
+"""The variant options (docs/variants.md): the hand-written BPTT against the step-by-step
+formulas of lstmkit.reference_variants (autograd, no shared code), finite differences, the
+semantics of the random masks, introspection and initialisation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.autograd import gradcheck
+
+import lstmkit
+from lstmkit import reference_variants
+from lstmkit.kernels import torch_ops
+from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
+
+from ._compare import TOLERANCE
+
+SINGLE_OPTIONS = [
+    dict(forget_bias=1.0),
+    dict(layer_norm=True),
+    dict(peephole=True),
+    dict(coupled_input_forget=True),
+    dict(cell_clip=0.5),
+    dict(zoneout=0.3),
+    dict(zoneout=(0.4, 0.1)),
+    dict(recurrent_dropout=0.3),
+    dict(weight_dropout=0.4),
+]
+
+
+def _run_both(options, *, layers=2, bidirectional=True, proj=3, bias=True, batch_first=False, lengths=None,
+              with_state=True, training=True, dtype=torch.float64, seed=0):  # fmt: skip
+    """Outputs, states, gates and every gradient of the production and reference backends."""
+    torch.manual_seed(seed)
+    kwargs = dict(
+        num_layers=layers, bidirectional=bidirectional, proj_size=proj, bias=bias, batch_first=batch_first
+    )
+    prod = lstmkit.LSTM(3, 5, **kwargs, dtype=dtype, **options)
+    ref = lstmkit.LSTM(3, 5, **kwargs, dtype=dtype, backend="reference", **options)
+    ref.load_state_dict(prod.state_dict())
+    gen = torch.Generator().manual_seed(seed)
+    batch, steps, depth = 4, 6, layers * (2 if bidirectional else 1)
+    shape = (batch, steps, 3) if batch_first else (steps, batch, 3)
+    x = torch.randn(shape, generator=gen, dtype=dtype)
+    h0 = torch.randn(depth, batch, proj or 5, generator=gen, dtype=dtype)
+    c0 = torch.randn(depth, batch, 5, generator=gen, dtype=dtype)
+    results = []
+    for model in (prod, ref):
+        model.train(training)
+        leaves = [t.clone().requires_grad_() for t in (x, h0, c0)]
+        torch.manual_seed(seed + 1)  # the same masks for both
+        hx = (leaves[1], leaves[2]) if with_state else None
+        out, (h, c), gates = model(leaves[0], hx, lengths=lengths, return_gates=True)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=dtype)
+        ((out * weights).sum() + h.square().sum() + c.sum()).backward()
+        grads = [t.grad for t in leaves[: 3 if with_state else 1]] + [p.grad for p in model.parameters()]
+        results.append([out, h, c, *gates, *grads])
+    return results
+
+
+def _assert_same(results, dtype):
+    for k, (a, b) in enumerate(zip(*results, strict=True)):
+        torch.testing.assert_close(a, b, **TOLERANCE[dtype], msg=lambda m, k=k: f"item {k}: {m}")
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("options", SINGLE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_each_option_equals_reference(options, training):
+    _assert_same(_run_both(options, training=training, lengths=[6, 2, 5, 1]), torch.float64)
+
+
+@given(
+    options=st.fixed_dictionaries(
+        {
+            "layer_norm": st.booleans(),
+            "peephole": st.booleans(),
+            "coupled_input_forget": st.booleans(),
+            "cell_clip": st.none() | st.sampled_from([0.3, 1.0, 3.0]),
+            "zoneout": st.sampled_from([0.0, 0.25, (0.5, 0.0), (0.0, 0.3)]),
+            "recurrent_dropout": st.sampled_from([0.0, 0.3]),
+            "weight_dropout": st.sampled_from([0.0, 0.5]),
+        }
+    ),
+    layers=st.integers(1, 2),
+    bidirectional=st.booleans(),
+    proj=st.sampled_from([0, 2]),
+    bias=st.booleans(),
+    batch_first=st.booleans(),
+    lengths=st.none() | st.lists(st.integers(1, 6), min_size=4, max_size=4),
+    with_state=st.booleans(),
+    training=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 1000),
+)
+def test_random_combinations_equal_reference(options, **config):
+    _assert_same(_run_both(options, **config), config["dtype"])
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+@pytest.mark.parametrize("clip", [None, 1.5])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_kernel_gradcheck_with_every_option(coupled, clip, reverse):
+    """Finite differences through layer norm, peepholes, projection, zoneout and recurrent dropout."""
+    gen = torch.Generator().manual_seed(3)
+    batch_sizes, inputs, hidden, proj = [3, 3, 2, 1], 2, 3, 2
+    rows, batch = sum(batch_sizes), batch_sizes[0]
+
+    def rand(*shape, scale=0.6):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).requires_grad_()
+
+    weights = LSTMWeights(
+        rand(4 * hidden, inputs), rand(4 * hidden, proj), rand(4 * hidden), rand(4 * hidden), rand(proj, hidden),
+        None if coupled else rand(hidden), rand(hidden), rand(hidden),
+        rand(4 * hidden, scale=1) + 1, rand(4 * hidden, scale=1) + 1, rand(hidden, scale=1) + 1, rand(hidden),
+    )  # fmt: skip
+    masks = LSTMMasks(
+        torch.bernoulli(torch.full((batch, proj), 0.7, dtype=torch.float64), generator=gen) / 0.7,
+        torch.bernoulli(torch.full((rows, hidden), 0.3, dtype=torch.float64), generator=gen),
+        torch.bernoulli(torch.full((rows, proj), 0.3, dtype=torch.float64), generator=gen),
+    )
+    x, h0, c0 = rand(rows, inputs, scale=1), rand(batch, proj, scale=1), rand(batch, hidden, scale=1)
+    tensors = [t for t in weights if t is not None]
+
+    def run(x, h0, c0, *values):
+        it = iter(values)
+        w = LSTMWeights(*[None if t is None else next(it) for t in weights])
+        out, (h, c), _ = torch_ops.lstm_layer(
+            x, (h0, c0), w, batch_sizes, reverse, LSTMOptions(coupled, clip), masks
+        )
+        return out, h, c
+
+    assert gradcheck(run, (x, h0, c0, *tensors))
+
+
+def test_variant_reference_with_options_off_is_the_textbook_cell():
+    gen = torch.Generator().manual_seed(0)
+    x, h, c = (torch.randn(2, n, generator=gen, dtype=torch.float64) for n in (3, 4, 4))
+    w = [torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((16, 3), (16, 4), (16,), (16,))]
+    hidden, cell, _ = reference_variants.lstm_cell(x, (h, c), LSTMWeights(*w))
+    expected = lstmkit.reference.lstm_cell(x, (h, c), *w)
+    torch.testing.assert_close((hidden, cell), expected, rtol=1e-15, atol=1e-15)
+
+
+# --- the random masks -----------------------------------------------------------------------
+
+
+def test_masks_are_drawn_as_documented():
+    """One layer, one direction: the module equals the reference fed with masks drawn here, in
+    the documented order, from the same seed: a W_hh DropConnect mask for the call, a
+    recurrent-dropout mask per sequence (constant over steps), zoneout masks per step and unit."""
+    torch.manual_seed(0)
+    options = dict(weight_dropout=0.3, recurrent_dropout=0.4, zoneout=(0.2, 0.5))
+    model = lstmkit.LSTM(3, 5, proj_size=4, dtype=torch.float64, **options).train()
+    x = torch.randn(7, 2, 3, dtype=torch.float64)
+    torch.manual_seed(42)
+    out, (h, c) = model(x)
+
+    torch.manual_seed(42)
+    weights = LSTMWeights(*(p for p in model.parameters()))
+    weights = weights._replace(w_hh=F.dropout(weights.w_hh, 0.3, training=True))
+    recurrent = torch.bernoulli(torch.full((2, 4), 0.6, dtype=torch.float64)) / 0.6
+    keep_cell = torch.bernoulli(torch.full((7 * 2, 5), 0.2, dtype=torch.float64)).view(7, 2, 5)
+    keep_hidden = torch.bernoulli(torch.full((7 * 2, 4), 0.5, dtype=torch.float64)).view(7, 2, 4)
+    zeros = (torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 5, dtype=torch.float64))
+    expected, (h_e, c_e), _ = reference_variants.lstm_layer(
+        x, zeros, weights, masks=LSTMMasks(recurrent, keep_cell, keep_hidden)
+    )
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close((h[0], c[0]), (h_e, c_e), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("options", SINGLE_OPTIONS[5:], ids=lambda o: ",".join(o))
+def test_stochastic_options_deterministic_under_a_seed(options):
+    model = lstmkit.LSTM(3, 5, 2, **options).train()
+    x = torch.randn(6, 3, 3)
+    runs = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        runs.append(model(x)[0])
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("options", [dict(recurrent_dropout=0.5), dict(weight_dropout=0.5)])
+def test_dropouts_are_off_in_eval(options):
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(3, 5, 2, **options).eval()
+    plain = lstmkit.LSTM(3, 5, 2)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(6, 3, 3)
+    torch.testing.assert_close(model(x)[0], plain(x)[0], rtol=0, atol=0)
+
+
+def test_zoneout_in_eval_is_its_expectation():
+    """One step from a fixed state: the mean of many training outputs is the evaluation output."""
+    torch.manual_seed(0)
+    cell = lstmkit.LSTMCell(3, 4, zoneout=(0.3, 0.6), dtype=torch.float64)
+    x = torch.randn(1, 3, dtype=torch.float64).expand(20000, 3)
+    state = tuple(torch.randn(1, 4, dtype=torch.float64).expand(20000, 4) for _ in range(2))
+    with torch.no_grad():
+        h_train, c_train = cell.train()(x, state)
+        h_eval, c_eval = cell.eval()(x[:1], tuple(s[:1] for s in state))
+        for train, evaluated in ((h_train, h_eval), (c_train, c_eval)):
+            spread = train.std(0) / 20000**0.5
+            assert torch.all((train.mean(0) - evaluated[0]).abs() <= 5 * spread + 1e-12)
+        _, c_plain = _plain_cell(cell)(x[:1], tuple(s[:1] for s in state))
+    # c_t = z c_{t-1} + (1 - z) c'_t, exactly
+    torch.testing.assert_close(c_eval, 0.3 * state[1][:1] + 0.7 * c_plain, rtol=1e-14, atol=1e-14)
+
+
+def _plain_cell(cell: lstmkit.LSTMCell) -> torch.nn.LSTMCell:
+    """torch's cell with the same weights: the variant with its options off."""
+    weight = cell.weight_ih
+    plain = torch.nn.LSTMCell(cell.input_size, cell.hidden_size, dtype=weight.dtype)
+    plain.load_state_dict(cell.state_dict())
+    return plain
+
+
+def test_cell_keeps_dropout_masks_until_reset():
+    torch.manual_seed(0)
+    cell = lstmkit.LSTMCell(3, 6, recurrent_dropout=0.5, weight_dropout=0.5).train()
+    x, state = torch.randn(4, 3), (torch.randn(4, 6), torch.randn(4, 6))
+    first, second = cell(x, state), cell(x, state)
+    assert torch.equal(first[0], second[0])  # same masks within a sequence
+    cell.reset_dropout_masks()
+    assert not torch.equal(cell(x, state)[0], first[0])  # a new sequence, new masks
+    torch.testing.assert_close(cell.eval()(x, state), _plain_cell(cell)(x, state))  # off in eval
+
+
+@pytest.mark.parametrize("options", SINGLE_OPTIONS[:5], ids=lambda o: ",".join(o))
+def test_cell_equals_one_step_of_the_layer(options):
+    torch.manual_seed(0)
+    layer = lstmkit.LSTM(3, 5, dtype=torch.float64, **options)
+    cell = lstmkit.LSTMCell(3, 5, dtype=torch.float64, **options)
+    cell.load_state_dict({k.removesuffix("_l0"): v for k, v in layer.state_dict().items()})
+    x, h, c = (
+        torch.randn(2, 3, dtype=torch.float64),
+        torch.randn(2, 5, dtype=torch.float64),
+        torch.randn(2, 5, dtype=torch.float64),
+    )
+    out, (h_n, c_n) = layer(x[None], (h[None], c[None]))
+    torch.testing.assert_close(cell(x, (h, c)), (h_n[0], c_n[0]), rtol=1e-14, atol=1e-14)
+
+
+# --- introspection -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{}, dict(peephole=True), dict(coupled_input_forget=True)])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_gates_satisfy_the_cell_equations(options, backend):
+    """C_t = f*C_{t-1} + i*C̃ and h_t = o*tanh(C_t), every layer, direction and true step."""
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(
+        3, 5, 2, bidirectional=True, batch_first=True, dtype=torch.float64, backend=backend, **options
+    )
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    lengths = [6, 3, 1, 4]
+    c0 = torch.randn(4, 4, 5, dtype=torch.float64)
+    out, (h_n, c_n), g = model(
+        x, (torch.zeros(4, 4, 5, dtype=torch.float64), c0), lengths=lengths, return_gates=True
+    )
+    assert all(t.shape == (4, 4, 6, 5) for t in g)  # (L*D, B, T, H)
+    for k in range(4):
+        reverse = k % 2 == 1
+        for b, length in enumerate(lengths):
+            steps = range(length - 1, -1, -1) if reverse else range(length)
+            c_prev = c0[k, b]
+            for t in steps:
+                cell = g.forget_gate[k, b, t] * c_prev + g.input_gate[k, b, t] * g.candidate[k, b, t]
+                torch.testing.assert_close(g.cell[k, b, t], cell, rtol=1e-14, atol=1e-14)
+                hidden = g.output_gate[k, b, t] * torch.tanh(g.cell[k, b, t])
+                if k >= 2:  # the top layer's hidden states are the output
+                    direction = slice(5, 10) if reverse else slice(0, 5)
+                    torch.testing.assert_close(out[b, t, direction], hidden, rtol=1e-14, atol=1e-14)
+                c_prev = g.cell[k, b, t]
+            torch.testing.assert_close(c_n[k, b], c_prev, rtol=0, atol=0)
+            assert torch.all(g.cell[k, b, length:] == 0)
+            if options.get("coupled_input_forget"):
+                torch.testing.assert_close(g.input_gate[k, b, :length], 1 - g.forget_gate[k, b, :length])
+
+
+def test_return_gates_off_keeps_torchs_outputs():
+    model = lstmkit.LSTM(3, 4)
+    result = model(torch.randn(2, 1, 3))
+    assert len(result) == 2 and len(result[1]) == 2
+    (h, c), gates = lstmkit.LSTMCell(3, 4)(torch.randn(3), return_gates=True)
+    assert h.shape == (4,) and all(t.shape == (4,) for t in gates)
+
+
+# --- parameters and initialisation ------------------------------------------------------------
+
+
+def test_parameters_names_and_initial_values():
+    torch.manual_seed(7)
+    model = lstmkit.LSTM(3, 5, 2, forget_bias=1.0, layer_norm=True, peephole=True, coupled_input_forget=True)
+    torch.manual_seed(7)
+    plain = torch.nn.LSTM(3, 5, 2)
+    names = dict(model.named_parameters())
+    # torch's parameters come first and start from torch's values
+    for name, value in plain.named_parameters():
+        expected = value.detach().clone()
+        if name.startswith("bias_ih"):
+            expected[5:10] += 1.0
+        torch.testing.assert_close(names[name].detach(), expected, rtol=0, atol=0)
+    extra = [n for n in names if n not in dict(plain.named_parameters())]
+    assert extra == [
+        f"{stem}_l{k}"
+        for k in range(2)
+        for stem in (
+            "peephole_f",
+            "peephole_o",
+            "layer_norm_ih",
+            "layer_norm_hh",
+            "layer_norm_cell_weight",
+            "layer_norm_cell_bias",
+        )
+    ]
+    assert torch.equal(model.layer_norm_ih_l1, torch.ones(20)) and torch.equal(
+        model.layer_norm_cell_bias_l0, torch.zeros(5)
+    )
+    assert "forget_bias=1.0" in repr(model) and "coupled_input_forget=True" in repr(model)
+
+
+def test_plain_configuration_keeps_torchs_state_dict_and_converts():
+    model = lstmkit.LSTM(3, 5, 2, forget_bias=2.0)
+    assert list(model.state_dict()) == list(torch.nn.LSTM(3, 5, 2).state_dict())
+    assert isinstance(model.to_torch(), torch.nn.LSTM)
+    with pytest.raises(
+        ValueError, match=r"torch.nn.LSTM has no peephole, zoneout; only a plain configuration"
+    ):
+        lstmkit.LSTM(3, 5, peephole=True, zoneout=0.1).to_torch()
+    torch_lstm = torch.nn.LSTM(3, 5)
+    tuned = lstmkit.LSTM.from_torch(torch_lstm, layer_norm=True)
+    assert torch.equal(tuned.weight_hh_l0, torch_lstm.weight_hh_l0)
+    assert torch.equal(tuned.layer_norm_hh_l0, torch.ones(20))
+
+
+OPTION_ERRORS = [
+    (dict(forget_bias=1.0, bias=False), ValueError, r"forget_bias=1.0 needs bias=True"),
+    (dict(forget_bias=float("nan")), ValueError, r"forget_bias must be a finite number, got nan"),
+    (dict(cell_clip=0), ValueError, r"cell_clip must be None or a finite number > 0, got 0"),
+    (dict(zoneout=1.0), ValueError, r"zoneout must be a probability in \[0, 1\), got 1.0"),
+    (dict(zoneout=(0.1, 0.2, 0.3)), ValueError, r"zoneout must be a probability or a pair \(cell, hidden\)"),
+    (
+        dict(recurrent_dropout=-0.1),
+        ValueError,
+        r"recurrent_dropout must be a probability in \[0, 1\), got -0.1",
+    ),
+    (dict(weight_dropout="0.5"), ValueError, r"weight_dropout must be a probability in \[0, 1\), got '0.5'"),
+    (dict(layer_norm=1), TypeError, r"layer_norm should be of type bool, got: int"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), OPTION_ERRORS)
+@pytest.mark.parametrize("cls", [lstmkit.LSTM, lstmkit.LSTMCell])
+def test_option_errors(cls, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        cls(3, 4, **kwargs)
