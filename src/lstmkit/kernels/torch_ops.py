@@ -31,23 +31,34 @@ def step_ranges(batch_sizes: Sequence[int], reverse: bool) -> list[tuple[int, in
     return ranges[::-1] if reverse else ranges
 
 
+def _coordinates(batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """(step (N,), position in the batch (N,)) of every packed row."""
+    sizes = torch.tensor(batch_sizes, dtype=torch.long)
+    step = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    offsets = torch.cumsum(sizes, 0) - sizes  # (T,) first row of each step
+    return step, torch.arange(int(sizes.sum())) - offsets[step]
+
+
+def row_positions(batch_sizes: Sequence[int], device: torch.device) -> Tensor:
+    """(N,) position in the batch of every packed row."""
+    return _coordinates(batch_sizes)[1].to(device)
+
+
 def previous_rows(batch_sizes: Sequence[int], reverse: bool, device: torch.device) -> Tensor:
     """(N,) index into ``cat([states (N, .), initial (B, .)])`` of the state each row started from.
 
     A row's step reads the state its sequence left at the neighbouring step (t - 1 forward,
     t + 1 in reverse), or the initial state when that neighbour does not exist for it.
     """
+    step, seq = _coordinates(batch_sizes)
     sizes = torch.tensor(batch_sizes, dtype=torch.long)
-    total = int(sizes.sum())
-    offsets = torch.cumsum(sizes, 0) - sizes  # (T,)
-    step = torch.repeat_interleave(torch.arange(len(sizes)), sizes)  # (N,)
-    seq = torch.arange(total) - offsets[step]  # (N,) position in the batch
+    offsets = torch.cumsum(sizes, 0) - sizes
     neighbour = step + 1 if reverse else step - 1
-    # one zero-sized step past each end makes neighbour -1 and T "not running"
+    # one zero-sized step past each end makes neighbours -1 and T "not running"
     padded_sizes = torch.cat([sizes, sizes.new_zeros(1)])
     padded_offsets = torch.cat([offsets, offsets.new_zeros(1)])
     running = seq < padded_sizes[neighbour]
-    index = torch.where(running, padded_offsets[neighbour] + seq, total + seq)
+    index = torch.where(running, padded_offsets[neighbour] + seq, len(seq) + seq)
     return index.to(device)
 
 
@@ -56,26 +67,6 @@ def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor
     if b_ih is None or b_hh is None:
         return x @ w_ih.t()
     return torch.addmm(b_ih + b_hh, x, w_ih.t())
-
-
-def _linear_grads(
-    needs: tuple[bool, ...],
-    d_pre: Tensor,
-    x: Tensor,
-    h_prev: Tensor,
-    w_ih: Tensor,
-    has_bias: bool,
-) -> tuple[Tensor | None, ...]:
-    """Gradients of x, W_ih, W_hh, b_ih, b_hh from the pre-activation gradients of all rows.
-
-    ``needs`` are the ``needs_input_grad`` flags of (x, w_ih, w_hh).
-    """
-    d_x = d_pre @ w_ih if needs[0] else None
-    d_w_ih = d_pre.t() @ x if needs[1] else None
-    d_w_hh = d_pre.t() @ h_prev if needs[2] else None
-    d_b = d_pre.sum(0) if has_bias else None
-    # two distinct tensors: autograd may keep a returned gradient as .grad without copying
-    return d_x, d_w_ih, d_w_hh, d_b, None if d_b is None else d_b.clone()
 
 
 def _layer_norm(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,11 +86,6 @@ def _layer_norm_backward(d_hat: Tensor, hat: Tensor, rstd: Tensor) -> Tensor:
 def _rows(mask: Tensor, start: int, stop: int) -> Tensor:
     """A zoneout mask's rows; a 0-d mask (evaluation) is the same for every row."""
     return mask if mask.dim() == 0 else mask[start:stop]
-
-
-def row_positions(batch_sizes: Sequence[int], device: torch.device) -> Tensor:
-    """(N,) position in the batch of every packed row."""
-    return torch.cat([torch.arange(n, device=device) for n in batch_sizes])
 
 
 N_WEIGHTS = len(LSTMWeights._fields)
@@ -357,12 +343,13 @@ class RNNLayer(torch.autograd.Function):
                 torch.mul(dh_t, hidden > 0, out=d_pre[start:stop])
             dh[:active] = d_pre[start:stop] @ w_hh
         prev = previous_rows(ctx.batch_sizes, ctx.reverse, x.device)
-        hidden_prev = torch.cat([out, h0]).index_select(0, prev)
-        needs = ctx.needs_input_grad
-        d_x, d_w_ih, d_w_hh, d_b_ih, d_b_hh = _linear_grads(
-            (needs[0], needs[2], needs[3]), d_pre, x, hidden_prev, w_ih, ctx.has_bias
-        )
-        return d_x, dh, d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, None, None
+        hidden_prev = torch.cat([out, h0]).index_select(0, prev)  # (N, H) h_{t-1} of every row
+        d_x = d_pre @ w_ih if ctx.needs_input_grad[0] else None
+        d_b_ih = d_b_hh = None
+        if ctx.has_bias:
+            d_b_ih = d_pre.sum(0)
+            d_b_hh = d_b_ih.clone()  # distinct tensors: autograd may keep one as .grad
+        return d_x, dh, d_pre.t() @ x, d_pre.t() @ hidden_prev, d_b_ih, d_b_hh, None, None, None
 
 
 def lstm_layer(
