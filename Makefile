@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/pip install --quiet -c requirements/constraints.txt -e '.[test]'
 	touch $@
 
-demo: $(STAMP) ## train lstmkit.LSTM on a small synthetic task and print the loss falling
-	$(BIN)/python examples/demo.py
+demo: $(STAMP) ## lstmkit demo: forecast Mauna Loa CO2, report against naive baselines (in lstmkit-demo/)
+	$(BIN)/lstmkit demo --overwrite
 
 test: $(STAMP) ## run the test suite (unit, property and doc tests)
 	$(BIN)/python -m pytest
@@ -33,5 +33,5 @@ format: $(STAMP) ## ruff format and ruff check --fix
 bench: $(STAMP) ## time lstmkit.LSTM against torch.nn.LSTM (the table in BENCHMARKS.md)
 	$(BIN)/python benchmarks/bench_lstm.py
 
-clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache src/*.egg-info
+clean: ## remove the virtual environment, caches and the demo's report
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache src/*.egg-info lstmkit-demo

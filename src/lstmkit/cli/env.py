@@ -1,0 +1,28 @@
+"""Versions, threads and available backends, as a block to paste into bug reports."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from .. import __version__, functional
+from ._common import console, friendly
+
+NAME = "env"
+EPILOG = "Example:\n\n  lstmkit env"
+
+
+@friendly
+def command() -> None:
+    lines = {
+        "lstmkit": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch threads": torch.get_num_threads(),
+        "cuda available": torch.cuda.is_available(),
+        "backends": ", ".join(functional.BACKENDS) + f" (auto = {functional.AUTO_BACKEND})",
+    }
+    for key, value in lines.items():
+        console.print(f"{key + ':':16} {value}", highlight=False)
