@@ -1,0 +1,197 @@
+"""The LSTM layer's autograd Function, shared by the backends that differ only in their loops.
+
+Forward computes the input side of all steps at once (one matrix product, layer norm, biases),
+allocates the workspace, and hands the recurrence to a backend's ``Loops.forward``. Backward
+hands the reverse recurrence to ``Loops.backward``, which fills the per-row gradients of the
+gate pre-activations; every parameter gradient and the input gradient are then one product or
+sum over all rows here. Formulas in docs/variants.md; layout in ``lstmkit.kernels``.
+
+Shapes: N rows, B sequences, I inputs, H cell size, P hidden size; gates along 4H as (i, f, g, o).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from .contract import LAYER_NORM_EPS, NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
+from .rows import previous_rows, row_positions
+
+N_WEIGHTS = len(LSTMWeights._fields)
+
+
+def layer_norm(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row of z (R, F) normalised: (ẑ, 1/σ) with ẑ = (z - mean) / σ, σ = sqrt(var + eps)."""
+    var, mean = torch.var_mean(z, dim=-1, keepdim=True, correction=0)
+    rstd = torch.rsqrt(var + LAYER_NORM_EPS)
+    return (z - mean) * rstd, rstd
+
+
+def layer_norm_backward(d_hat: Tensor, hat: Tensor, rstd: Tensor) -> Tensor:
+    """dL/dz from dL/dẑ for ẑ = LN(z), per row."""
+    mean_d = d_hat.mean(-1, keepdim=True)
+    mean_dh = (d_hat * hat).mean(-1, keepdim=True)
+    return rstd * (d_hat - mean_d - hat * mean_dh)
+
+
+class Workspace(NamedTuple):
+    """What the forward recurrence writes and the backward one reads; None where an option is off."""
+
+    gates: Tensor  # (N, 4H): in, the input side's pre-activations with biases; out, the activations
+    cell_new: Tensor  # (N, H): c'_t, before zoneout
+    cells: Tensor  # (N, H): the carried c_t (cell_new itself without zoneout of c)
+    out: Tensor  # (N, P): the carried h_t, the layer's output
+    unprojected: Tensor | None  # (N, H): o * tanh(LN_c(c')), with a projection
+    hh_hat: Tensor | None  # (N, 4H): LN(W_hh h) normalised, with layer norm
+    hh_rstd: Tensor | None  # (N, 1)
+    cell_hat: Tensor | None  # (N, H): LN(c') normalised, with layer norm
+    cell_rstd: Tensor | None  # (N, 1)
+    gate_inside: Tensor | None  # (N, 4H) bool: where clipping let the gradient through
+
+
+class Gradients(NamedTuple):
+    """What the backward recurrence writes; None where an option is off."""
+
+    d_gates: Tensor  # (N, 4H): dL/d(gate pre-activations)
+    d_recurrent: Tensor  # (N, 4H): dL/d(W_hh h); d_gates itself without layer norm
+    d_squashed: Tensor | None  # (N, H): dL/dLN_c(c'), with layer norm
+    d_projected: Tensor | None  # (N, P): dL/dh'_t, with a projection
+    cell_prev: Tensor  # (N, H): c_{t-1} of every row (read only)
+
+
+class Loops(Protocol):
+    """A backend's recurrences over packed rows, in the visiting order of ``rows.step_ranges``."""
+
+    def forward(
+        self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """Fill ``ws``; return the final (h (B, P), c (B, H))."""
+
+    def backward(
+        self, ws: Workspace, gs: Gradients, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, w: LSTMWeights,
+        masks: LSTMMasks, batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """Fill ``gs``; return (dL/dh0 (B, P), dL/dc0 (B, H))."""
+
+
+def _workspace(
+    pre: Tensor, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks, options: LSTMOptions
+) -> Workspace:
+    rows, size = pre.shape[0], c0.shape[1]
+    new = pre.new_empty
+    layer_norm_on = w.layer_norm_ih is not None
+    cell_new = new(rows, size)
+    return Workspace(
+        gates=pre,
+        cell_new=cell_new,
+        cells=cell_new if masks.keep_cell is None else new(rows, size),
+        out=new(rows, h0.shape[1]),
+        unprojected=None if w.w_hr is None else new(rows, size),
+        hh_hat=new(rows, 4 * size) if layer_norm_on else None,
+        hh_rstd=new(rows, 1) if layer_norm_on else None,
+        cell_hat=new(rows, size) if layer_norm_on else None,
+        cell_rstd=new(rows, 1) if layer_norm_on else None,
+        gate_inside=None
+        if options.clip is None
+        else torch.empty(rows, 4 * size, dtype=torch.bool, device=pre.device),
+    )
+
+
+class LSTMLayer(torch.autograd.Function):
+    """(x, h0, c0, *weights, *masks, batch_sizes, reverse, options, loops) ->
+    (out (N, P), h_n (B, P), c_n (B, H), gates (N, 4H), cells (N, H)).
+
+    ``gates`` (the activations i, f, g, o) and ``cells`` (the carried c_t) are the workspace's own
+    buffers, returned for introspection and not differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: Tensor, h0: Tensor, c0: Tensor, *args) -> tuple[Tensor, ...]:
+        w = LSTMWeights(*args[:N_WEIGHTS])
+        masks = LSTMMasks(*args[N_WEIGHTS : N_WEIGHTS + 3])
+        batch_sizes, reverse, options, loops = args[N_WEIGHTS + 3 :]
+        pre = x @ w.w_ih.t()  # (N, 4H): the input side of every step at once
+        ih_hat = ih_rstd = None
+        if w.layer_norm_ih is not None:
+            ih_hat, ih_rstd = layer_norm(pre)
+            pre = ih_hat * w.layer_norm_ih
+        if w.b_ih is not None:
+            pre += w.b_ih + w.b_hh
+        ws = _workspace(pre, h0, c0, w, masks, options)
+        hidden, cell = loops.forward(ws, h0, c0, w, masks, batch_sizes, reverse, options)
+        ctx.save_for_backward(x, h0, c0, *w, *masks, *ws, ih_hat, ih_rstd)
+        ctx.batch_sizes, ctx.reverse, ctx.options, ctx.loops = batch_sizes, reverse, options, loops
+        ctx.mark_non_differentiable(ws.gates, ws.cells)
+        return ws.out, hidden, cell, ws.gates, ws.cells
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, *_: Tensor) -> tuple:
+        saved = ctx.saved_tensors
+        x, h0, c0 = saved[:3]
+        w = LSTMWeights(*saved[3 : 3 + N_WEIGHTS])
+        masks = LSTMMasks(*saved[3 + N_WEIGHTS : 6 + N_WEIGHTS])
+        ws = Workspace(*saved[6 + N_WEIGHTS : 6 + N_WEIGHTS + len(Workspace._fields)])
+        ih_hat, ih_rstd = saved[-2:]
+        layer_norm_on = w.layer_norm_ih is not None
+
+        prev = previous_rows(ctx.batch_sizes, ctx.reverse, x.device)
+        d_gates = torch.empty_like(ws.gates)
+        gs = Gradients(
+            d_gates=d_gates,
+            d_recurrent=torch.empty_like(ws.gates) if layer_norm_on else d_gates,
+            d_squashed=torch.empty_like(ws.cell_new) if layer_norm_on else None,
+            d_projected=None if w.w_hr is None else torch.empty_like(ws.out),
+            cell_prev=torch.cat([ws.cells, c0]).index_select(0, prev),
+        )
+        dh, dc = ctx.loops.backward(
+            ws, gs, d_out.contiguous(), d_hn.contiguous(), d_cn.contiguous(), w, masks,
+            ctx.batch_sizes, ctx.reverse, ctx.options,
+        )  # fmt: skip
+
+        hidden_in = torch.cat([ws.out, h0]).index_select(0, prev)  # (N, P) h_{t-1} of every row
+        if masks.recurrent is not None:
+            hidden_in.mul_(masks.recurrent.index_select(0, row_positions(ctx.batch_sizes, x.device)))
+        d_input_side = d_gates  # (N, 4H) dL/d(W_ih x)
+        grads = dict.fromkeys(LSTMWeights._fields)
+        if layer_norm_on:
+            grads["layer_norm_ih"] = (d_gates * ih_hat).sum(0)
+            grads["layer_norm_hh"] = (d_gates * ws.hh_hat).sum(0)
+            grads["layer_norm_cell_weight"] = (gs.d_squashed * ws.cell_hat).sum(0)
+            grads["layer_norm_cell_bias"] = gs.d_squashed.sum(0)
+            d_input_side = layer_norm_backward(d_gates * w.layer_norm_ih, ih_hat, ih_rstd)
+        d_x = d_input_side @ w.w_ih if ctx.needs_input_grad[0] else None
+        grads["w_ih"] = d_input_side.t() @ x
+        grads["w_hh"] = gs.d_recurrent.t() @ hidden_in
+        if w.b_ih is not None:
+            grads["b_ih"] = d_gates.sum(0)
+            grads["b_hh"] = grads["b_ih"].clone()  # distinct tensors: autograd may keep one as .grad
+        if w.w_hr is not None:
+            grads["w_hr"] = gs.d_projected.t() @ ws.unprojected
+        d_i, d_f, _, d_o = d_gates.chunk(4, 1)
+        for name, d_pre, c in (
+            ("peephole_i", d_i, gs.cell_prev),
+            ("peephole_f", d_f, gs.cell_prev),
+            ("peephole_o", d_o, ws.cell_new),
+        ):
+            if getattr(w, name) is not None:
+                grads[name] = (d_pre * c).sum(0)
+        return d_x, dh, dc, *grads.values(), None, None, None, None, None, None, None
+
+
+def lstm_layer_with(loops: Loops):
+    """A kernel entry ``lstm_layer(x, state, weights, batch_sizes, reverse, options, masks)``
+    -> (out (N, P), (h_n, c_n), (gates (N, 4H), cells (N, H))) running ``loops``."""
+
+    def lstm_layer(x, state, weights, batch_sizes, reverse, options=PLAIN, masks=NO_MASKS):
+        out, hidden, cell, gates, cells = LSTMLayer.apply(
+            x, *state, *weights, *masks, batch_sizes, reverse, options, loops
+        )
+        return out, (hidden, cell), (gates, cells)
+
+    return lstm_layer
