@@ -121,7 +121,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds per case (median reported)")
-    parser.add_argument("--backends", default="torch,reference", help="lstmkit backends, comma-separated")
+    parser.add_argument(
+        "--backends", default="auto,cpu,torch,reference", help="lstmkit backends, comma-separated"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny cases, for a smoke test")
     args = parser.parse_args()

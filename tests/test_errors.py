@@ -183,3 +183,20 @@ def test_other_module_errors(tripwire, call, error, match):
 def test_from_torch_wrong_class():
     with pytest.raises(TypeError, match=r"LSTM.from_torch expects a torch.nn.LSTM, got GRU"):
         lstmkit.LSTM.from_torch(torch.nn.GRU(3, 4))
+
+
+def test_backend_errors_name_the_choices():
+    from lstmkit.kernels import cpu
+
+    if not cpu.available():
+        pytest.skip("the compiled kernel is not installed")
+    with pytest.raises(
+        ValueError, match=r"backend 'cpu' is not available here; available: \['auto', 'torch', 'reference'\]"
+    ):
+        lstmkit.RNN(5, 6, backend="cpu")
+    model = lstmkit.LSTM(5, 6, backend="cpu", dtype=torch.float16)
+    with pytest.raises(
+        ValueError,
+        match=r"backend 'cpu' runs float32 and float64 tensors on the CPU, got torch.float16 on cpu",
+    ):
+        model(X.half())

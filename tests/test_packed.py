@@ -8,6 +8,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstmkit
 
 LENGTHS = [4, 7, 1, 6]
+PAIRS = [("LSTM", b) for b in lstmkit.functional.available("lstm")[1:]] + [
+    ("RNN", b) for b in lstmkit.functional.available("rnn")[1:]
+]
 
 
 def _model(kind, backend):
@@ -21,8 +24,7 @@ def _states(final):
     return final if isinstance(final, tuple) else (final,)
 
 
-@pytest.mark.parametrize("backend", ["torch", "reference"])
-@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize(("kind", "backend"), PAIRS)
 def test_each_sequence_as_if_alone(kind, backend):
     model = _model(kind, backend)
     x = torch.randn(7, len(LENGTHS), 3, dtype=torch.float64)
@@ -35,8 +37,7 @@ def test_each_sequence_as_if_alone(kind, backend):
             torch.testing.assert_close(state[:, b], alone, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["torch", "reference"])
-@pytest.mark.parametrize("kind", ["LSTM", "RNN"])
+@pytest.mark.parametrize(("kind", "backend"), PAIRS)
 def test_padding_does_not_leak(kind, backend):
     """Values in padded steps change nothing, and receive zero gradient."""
     model = _model(kind, backend)

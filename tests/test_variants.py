@@ -4,14 +4,13 @@ semantics of the random masks, introspection and initialisation."""
 
 import pytest
 import torch
-import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch.autograd import gradcheck
 
 import lstmkit
 from lstmkit import reference_variants
-from lstmkit.kernels import torch_ops
+from lstmkit.kernels import cpu, torch_ops
 from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 
 from ._compare import TOLERANCE
@@ -29,45 +28,76 @@ SINGLE_OPTIONS = [
 ]
 
 
-def _run_both(options, *, layers=2, bidirectional=True, proj=3, bias=True, batch_first=False, lengths=None,
-              with_state=True, training=True, dtype=torch.float64, seed=0):  # fmt: skip
-    """Outputs, states, gates and every gradient of the production and reference backends."""
+FAST = [b for b in lstmkit.functional.available("lstm") if b not in ("auto", "reference")]
+KERNELS = [torch_ops] + ([cpu] if cpu.available() else [])
+
+
+def _oracle_dtype(dtype):
+    """float32 results are held to the float64 reference: two float32 implementations that order
+    their sums differently each carry their own rounding, which layer norm over a few units
+    amplifies to ~1e-4 between them (measured), so comparing them would measure neither."""
+    return torch.float64
+
+
+def _run_both(options, *, backend="torch", layers=2, bidirectional=True, proj=3, bias=True, batch_first=False,
+              lengths=None, with_state=True, training=True, dtype=torch.float64, seed=0):  # fmt: skip
+    """Outputs, states, gates and every gradient of ``backend`` and of the reference backend."""
     torch.manual_seed(seed)
     kwargs = dict(
         num_layers=layers, bidirectional=bidirectional, proj_size=proj, bias=bias, batch_first=batch_first
     )
-    prod = lstmkit.LSTM(3, 5, **kwargs, dtype=dtype, **options)
-    ref = lstmkit.LSTM(3, 5, **kwargs, dtype=dtype, backend="reference", **options)
-    ref.load_state_dict(prod.state_dict())
+    oracle = _oracle_dtype(dtype)
+    prod = lstmkit.LSTM(3, 5, **kwargs, dtype=dtype, backend=backend, **options)
+    ref = lstmkit.LSTM(3, 5, **kwargs, dtype=oracle, backend="reference", **options)
+    ref.load_state_dict({k: v.to(oracle) for k, v in prod.state_dict().items()})
     gen = torch.Generator().manual_seed(seed)
     batch, steps, depth = 4, 6, layers * (2 if bidirectional else 1)
     shape = (batch, steps, 3) if batch_first else (steps, batch, 3)
     x = torch.randn(shape, generator=gen, dtype=dtype)
     h0 = torch.randn(depth, batch, proj or 5, generator=gen, dtype=dtype)
     c0 = torch.randn(depth, batch, 5, generator=gen, dtype=dtype)
+    cotangent = torch.randn(
+        (batch, steps, depth // layers * (proj or 5)) if batch_first else (steps, batch, depth // layers * (proj or 5)),
+        generator=gen, dtype=dtype,
+    )  # fmt: skip
     results = []
-    for model in (prod, ref):
+    for model, kind in ((prod, dtype), (ref, oracle)):
         model.train(training)
-        leaves = [t.clone().requires_grad_() for t in (x, h0, c0)]
-        torch.manual_seed(seed + 1)  # the same masks for both
+        leaves = [t.to(kind).clone().requires_grad_() for t in (x, h0, c0)]
+        torch.manual_seed(seed + 1)  # the same masks for both (drawn in float32 whatever the dtype)
         hx = (leaves[1], leaves[2]) if with_state else None
         out, (h, c), gates = model(leaves[0], hx, lengths=lengths, return_gates=True)
-        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=dtype)
-        ((out * weights).sum() + h.square().sum() + c.sum()).backward()
+        ((out * cotangent.to(kind)).sum() + h.square().sum() + c.sum()).backward()
         grads = [t.grad for t in leaves[: 3 if with_state else 1]] + [p.grad for p in model.parameters()]
         results.append([out, h, c, *gates, *grads])
     return results
 
 
-def _assert_same(results, dtype):
-    for k, (a, b) in enumerate(zip(*results, strict=True)):
-        torch.testing.assert_close(a, b, **TOLERANCE[dtype], msg=lambda m, k=k: f"item {k}: {m}")
+def _assert_close(results, options):
+    """float64: 1e-10. float32 against float64: 1e-5 of the tensor's scale, 1e-4 with layer norm.
+
+    With cell_clip, float32 is compared in the forward values only: the gradient jumps where a
+    pre-activation crosses the bound, and float32 rounding moves values near it across (the
+    clipped gradients are checked in float64 and by gradcheck)."""
+    bound = 1e-4 if options.get("layer_norm") else 1e-5
+    pairs = list(zip(*([t.detach() for t in r] for r in results), strict=True))
+    if options.get("cell_clip") and pairs[0][0].dtype == torch.float32:
+        pairs = pairs[:8]  # output, h_n, c_n and the five LSTMGates fields
+    for k, (a, b) in enumerate(pairs):
+        if a.dtype == b.dtype:
+            torch.testing.assert_close(a, b, **TOLERANCE[a.dtype], msg=lambda m, k=k: f"item {k}: {m}")
+        else:
+            error = float((a.double() - b).abs().max())
+            assert error <= bound * max(1.0, float(b.abs().max())), f"item {k}: error {error}"
 
 
+@pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("options", SINGLE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_each_option_equals_reference(options, training):
-    _assert_same(_run_both(options, training=training, lengths=[6, 2, 5, 1]), torch.float64)
+def test_each_option_equals_reference(options, training, backend):
+    for dtype in (torch.float64, torch.float32):
+        results = _run_both(options, backend=backend, training=training, lengths=[6, 2, 5, 1], dtype=dtype)
+        _assert_close(results, options)
 
 
 @given(
@@ -93,14 +123,20 @@ def test_each_option_equals_reference(options, training):
     dtype=st.sampled_from([torch.float32, torch.float64]),
     seed=st.integers(0, 1000),
 )
-def test_random_combinations_equal_reference(options, **config):
-    _assert_same(_run_both(options, **config), config["dtype"])
+@pytest.mark.parametrize("backend", FAST)
+def test_random_combinations_equal_reference(backend, options, **config):
+    # layer norm over 5 units, stacked on a projection to 2, is ill-conditioned in float32: both
+    # backends then differ from float64 by up to 1e-2 in some gradients (measured), so these
+    # combinations are checked in float64; test_each_option_equals_reference has it in float32
+    assume(not (options["layer_norm"] and config["dtype"] == torch.float32))
+    _assert_close(_run_both(options, backend=backend, **config), options)
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("coupled", [False, True])
 @pytest.mark.parametrize("clip", [None, 1.5])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_kernel_gradcheck_with_every_option(coupled, clip, reverse):
+def test_kernel_gradcheck_with_every_option(kernel, coupled, clip, reverse):
     """Finite differences through layer norm, peepholes, projection, zoneout and recurrent dropout."""
     gen = torch.Generator().manual_seed(3)
     batch_sizes, inputs, hidden, proj = [3, 3, 2, 1], 2, 3, 2
@@ -125,7 +161,7 @@ def test_kernel_gradcheck_with_every_option(coupled, clip, reverse):
     def run(x, h0, c0, *values):
         it = iter(values)
         w = LSTMWeights(*[None if t is None else next(it) for t in weights])
-        out, (h, c), _ = torch_ops.lstm_layer(
+        out, (h, c), _ = kernel.lstm_layer(
             x, (h0, c0), w, batch_sizes, reverse, LSTMOptions(coupled, clip), masks
         )
         return out, h, c
@@ -156,12 +192,16 @@ def test_masks_are_drawn_as_documented():
     torch.manual_seed(42)
     out, (h, c) = model(x)
 
-    torch.manual_seed(42)
+    torch.manual_seed(42)  # masks are drawn in float32 (see functional.bernoulli), whatever the dtype
+
+    def draw(*shape, p):
+        return torch.bernoulli(torch.full(shape, p)).double()
+
     weights = LSTMWeights(*(p for p in model.parameters()))
-    weights = weights._replace(w_hh=F.dropout(weights.w_hh, 0.3, training=True))
-    recurrent = torch.bernoulli(torch.full((2, 4), 0.6, dtype=torch.float64)) / 0.6
-    keep_cell = torch.bernoulli(torch.full((7 * 2, 5), 0.2, dtype=torch.float64)).view(7, 2, 5)
-    keep_hidden = torch.bernoulli(torch.full((7 * 2, 4), 0.5, dtype=torch.float64)).view(7, 2, 4)
+    weights = weights._replace(w_hh=weights.w_hh * draw(20, 4, p=0.7) / 0.7)
+    recurrent = draw(2, 4, p=0.6) / 0.6
+    keep_cell = draw(7 * 2, 5, p=0.2).view(7, 2, 5)
+    keep_hidden = draw(7 * 2, 4, p=0.5).view(7, 2, 4)
     zeros = (torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 5, dtype=torch.float64))
     expected, (h_e, c_e), _ = reference_variants.lstm_layer(
         x, zeros, weights, masks=LSTMMasks(recurrent, keep_cell, keep_hidden)
@@ -247,7 +287,7 @@ def test_cell_equals_one_step_of_the_layer(options):
 
 
 @pytest.mark.parametrize("options", [{}, dict(peephole=True), dict(coupled_input_forget=True)])
-@pytest.mark.parametrize("backend", ["torch", "reference"])
+@pytest.mark.parametrize("backend", [*FAST, "reference"])
 def test_gates_satisfy_the_cell_equations(options, backend):
     """C_t = f*C_{t-1} + i*C̃ and h_t = o*tanh(C_t), every layer, direction and true step."""
     torch.manual_seed(0)

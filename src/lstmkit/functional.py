@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import reference, reference_variants
-from .kernels import torch_ops
+from .kernels import cpu, torch_ops
 from .kernels.contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 
 LayerFn = Callable[..., tuple[Tensor, tuple[Tensor, ...], tuple[Tensor, Tensor] | None]]
@@ -57,22 +57,49 @@ LSTM_BACKENDS: dict[str, LayerFn] = {
     "torch": torch_ops.lstm_layer,
     "reference": _reference_lstm,
 }
+if cpu.available():
+    LSTM_BACKENDS["cpu"] = cpu.lstm_layer
 RNN_BACKENDS: dict[str, LayerFn] = {
     "torch": torch_ops.rnn_layer,
     "reference": _reference_rnn,
 }
-# "auto" is the fastest correct backend available; the hand-written BPTT is the only fast one yet
-AUTO_BACKEND = "torch"
-BACKENDS = ("auto", *LSTM_BACKENDS)
+TABLES = {"lstm": LSTM_BACKENDS, "rnn": RNN_BACKENDS}
 
 
-def resolve_backend(backend: str) -> str:
-    """The concrete backend that ``backend`` names; raises ValueError for an unknown name."""
+def available(kind: str = "lstm") -> list[str]:
+    """The backend names a module of ``kind`` ("lstm" or "rnn") accepts on this machine."""
+    return ["auto", *TABLES[kind]]
+
+
+def check_backend(backend: str, kind: str = "lstm") -> None:
+    """Raise ValueError, naming the choices, for a backend this machine cannot run for ``kind``."""
+    if backend not in available(kind):
+        raise ValueError(f"backend {backend!r} is not available here; available: {available(kind)}")
+
+
+# "auto" runs the compiled kernel up to this many multiply-adds in one step's recurrent product
+# (batch x hidden x 4 hidden); above, PyTorch's multi-threaded product per step is faster on the
+# project's 2-core machines (BENCHMARKS.md: cpu wins at B=32, H=128, loses at B=64, H=256).
+AUTO_CPU_STEP_WORK = 4 * 2**20
+
+
+def kernel(backend: str, kind: str, like: Tensor, step_work: int = 0) -> LayerFn:
+    """The layer function for tensors like ``like`` and ``step_work`` multiply-adds per step.
+
+    "auto" takes the compiled CPU kernel for float32 and float64 CPU tensors when it is installed
+    and the steps are small enough (``AUTO_CPU_STEP_WORK``), else the hand-written PyTorch one.
+    """
+    check_backend(backend, kind)
+    fits_cpu = like.device.type == "cpu" and like.dtype in cpu.DTYPES
     if backend == "auto":
-        return AUTO_BACKEND
-    if backend not in LSTM_BACKENDS:
-        raise ValueError(f"backend {backend!r} is not available here; available: {list(BACKENDS)}")
-    return backend
+        small = step_work <= AUTO_CPU_STEP_WORK
+        backend = "cpu" if fits_cpu and small and "cpu" in TABLES[kind] else "torch"
+    elif backend == "cpu" and not fits_cpu:
+        raise ValueError(
+            f"backend 'cpu' runs float32 and float64 tensors on the CPU, got {like.dtype} on {like.device}; "
+            "use backend='auto' or 'torch'"
+        )
+    return TABLES[kind][backend]
 
 
 def stack(
@@ -106,6 +133,15 @@ def stack(
     return x, tuple(torch.stack(parts) for parts in zip(*finals, strict=True)), extras
 
 
+def bernoulli(shape: tuple[int, ...], probability: float, like: Tensor) -> Tensor:
+    """0/1 draws with P(1) = probability, in ``like``'s dtype and device.
+
+    Drawn in float32 whatever the dtype, so that a seed gives the same masks to a float32 model
+    and its float64 twin (the tests' oracle).
+    """
+    return torch.bernoulli(torch.full(shape, probability, device=like.device)).to(like.dtype)
+
+
 def draw_masks(
     rows: int,
     batch: int,
@@ -127,13 +163,13 @@ def draw_masks(
     recurrent = None
     if training and recurrent_dropout > 0:
         keep = 1 - recurrent_dropout
-        recurrent = torch.bernoulli(like.new_full((batch, hidden_size), keep)) / keep
+        recurrent = bernoulli((batch, hidden_size), keep, like) / keep
     keeps = []
     for z, size in zip(zoneout, (cell_size, hidden_size), strict=True):
         if z == 0:
             keeps.append(None)
         elif training:
-            keeps.append(torch.bernoulli(like.new_full((rows, size), z)))
+            keeps.append(bernoulli((rows, size), z, like))
         else:
             keeps.append(like.new_tensor(z))
     return LSTMMasks(recurrent, *keeps)
@@ -160,13 +196,14 @@ def lstm(
 
     Returns out (N, D*P), (h_n, c_n), and per layer and direction (gates (N, 4H), cells (N, H)).
     """
-    kernel = LSTM_BACKENDS[resolve_backend(backend)]
     sizes = (state[1].shape[-1], state[0].shape[-1])
+    layer_fn = kernel(backend, "lstm", x, batch_sizes[0] * sizes[1] * 4 * sizes[0])
 
     def layer(x: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
         w = weights[k]
         if training and weight_dropout > 0:  # DropConnect: one mask on W_hh per call
-            w = w._replace(w_hh=F.dropout(w.w_hh, weight_dropout, training=True))
+            keep = 1 - weight_dropout
+            w = w._replace(w_hh=w.w_hh * (bernoulli(tuple(w.w_hh.shape), keep, w.w_hh) / keep))
         masks = draw_masks(
             x.shape[0],
             batch_sizes[0],
@@ -176,7 +213,7 @@ def lstm(
             recurrent_dropout=recurrent_dropout,
             training=training,
         )
-        return kernel(x, state_k, w, batch_sizes, reverse, options, masks)
+        return layer_fn(x, state_k, w, batch_sizes, reverse, options, masks)
 
     return stack(
         layer,
@@ -204,10 +241,10 @@ def rnn(
 ) -> tuple[Tensor, tuple[Tensor, ...], list[None]]:
     """Stacked plain RNN. x (N, I), state = (h0 (L*D, B, H),), weights per layer and direction
     = (w_ih, w_hh, b_ih, b_hh) -> (out (N, D*H), (h_n,), [None, ...])."""
-    kernel = RNN_BACKENDS[resolve_backend(backend)]
+    layer_fn = kernel(backend, "rnn", x)
 
     def layer(x: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
-        return kernel(x, state_k, weights[k], batch_sizes, reverse, nonlinearity)
+        return layer_fn(x, state_k, weights[k], batch_sizes, reverse, nonlinearity)
 
     return stack(
         layer,

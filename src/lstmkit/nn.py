@@ -157,7 +157,7 @@ class _Recurrent(_TorchLike):
         _checks.config(
             owner, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size
         )
-        functional.resolve_backend(backend)
+        functional.check_backend(backend, "lstm" if self._gate_count == 4 else "rnn")
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout option adds dropout after all but last recurrent layer, so non-zero "
@@ -591,7 +591,7 @@ class _Cell(_TorchLike):
     ) -> None:
         super().__init__()
         _checks.config(type(self).__name__, input_size, hidden_size, 1, bias, False, 0.0, False, 0)
-        functional.resolve_backend(backend)
+        functional.check_backend(backend, "lstm" if self._gate_count == 4 else "rnn")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -709,13 +709,11 @@ class LSTMCell(_Cell):
         if v.recurrent_dropout and (self._recurrent_mask is None or self._recurrent_mask.shape[0] != batch):
             keep = 1 - v.recurrent_dropout
             self._recurrent_mask = (
-                torch.bernoulli(self.weight_hh.new_full((batch, self.hidden_size), keep)) / keep
+                functional.bernoulli((batch, self.hidden_size), keep, self.weight_hh) / keep
             )
         if v.weight_dropout and self._weight_mask is None:
             keep = 1 - v.weight_dropout
-            self._weight_mask = (
-                torch.bernoulli(self.weight_hh.detach().new_full(self.weight_hh.shape, keep)) / keep
-            )
+            self._weight_mask = functional.bernoulli(tuple(self.weight_hh.shape), keep, self.weight_hh) / keep
         return self._recurrent_mask, self._weight_mask
 
     def forward(
@@ -738,7 +736,9 @@ class LSTMCell(_Cell):
             training=self.training,
         )
         masks = zoneout._replace(recurrent=recurrent)
-        kernel = functional.LSTM_BACKENDS[functional.resolve_backend(self.backend)]
+        kernel = functional.kernel(
+            self.backend, "lstm", x, x.shape[0] * self.hidden_size * 4 * self.hidden_size
+        )
         _, (hidden, cell), (gates, cells) = kernel(x, state, weights, [x.shape[0]], False, v.options(), masks)
         if not batched:
             hidden, cell, gates, cells = (t.squeeze(0) for t in (hidden, cell, gates, cells))
@@ -783,7 +783,7 @@ class RNNCell(_Cell):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """``h_1 = cell(input, h_0)``; shapes in the class docstring."""
         x, state, batched = self._prepare(input, hx)
-        kernel = functional.RNN_BACKENDS[functional.resolve_backend(self.backend)]
+        kernel = functional.kernel(self.backend, "rnn", x)
         weights = self._weights("", ("w_ih", "w_hh", "b_ih", "b_hh"))
         _, (hidden,), _ = kernel(x, state, weights, [x.shape[0]], False, self.nonlinearity)
         return hidden if batched else hidden.squeeze(0)

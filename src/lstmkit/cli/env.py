@@ -22,7 +22,8 @@ def command() -> None:
         "torch": torch.__version__,
         "torch threads": torch.get_num_threads(),
         "cuda available": torch.cuda.is_available(),
-        "backends": ", ".join(functional.BACKENDS) + f" (auto = {functional.AUTO_BACKEND})",
+        "LSTM backends": ", ".join(functional.available("lstm")),
+        "RNN backends": ", ".join(functional.available("rnn")),
     }
     for key, value in lines.items():
         console.print(f"{key + ':':16} {value}", highlight=False)

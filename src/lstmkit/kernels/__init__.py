@@ -11,4 +11,10 @@ Every kernel shares one data layout, the layout of ``PackedSequence.data`` ("pac
 Padded steps therefore never exist in a kernel: they cannot leak into states or gradients, and
 the reverse direction starts every sequence at its own last step. Kernels never import
 lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
+
+- ``contract``: the weights, options and masks every LSTM kernel takes;
+- ``rows``: index arithmetic on packed rows;
+- ``lstm_function``: the LSTM autograd Function, whose two recurrences a backend supplies;
+- ``torch_ops``: backend "torch" (the recurrences as PyTorch calls; the plain RNN);
+- ``cpu``: backend "cpu" (the recurrences compiled with Numba).
 """
