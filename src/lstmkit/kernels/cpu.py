@@ -4,8 +4,8 @@
 the parameter gradients as whole-sequence matrix products in PyTorch). Inside one call per
 direction and pass, every step runs the recurrent matrix product on BLAS (Numba's ``np.dot``,
 SciPy's OpenBLAS) and the gate arithmetic of every variant of ``contract`` fused, unit by unit,
-with no Python between steps. Formulas in docs/variants.md; the arithmetic follows
-``torch_ops.TorchLoops`` line for line and both are tested against ``reference_variants``.
+with no Python between steps. It computes the formulas of docs/variants.md in the order of
+``torch_ops.TorchLoops``; both are tested against ``reference_variants``.
 
 Compiled code is cached on disk (``cache=True``); it depends on dtype (float32 or float64), never
 on shapes. Arrays absent for a configuration are passed as empty arrays, with a flag.
@@ -86,7 +86,7 @@ TANH = POLY + len(_TAYLOR)
 
 def constants(dtype: np.dtype, size: int) -> tuple:
     """The ``k`` tuple for a kernel of ``dtype`` and cell size ``size``: a tuple, not an array, so
-    that the compiler sees values that no store can change and keeps them in registers."""
+    that no store into the kernel's arrays can alias the constants."""
     single = dtype == np.float32
     values = [
         1.0, 2.0, 0.0,

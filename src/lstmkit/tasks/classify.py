@@ -8,7 +8,7 @@ follow the file's row order: training, then validation, then test.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..data import DataError, numeric, require_columns, spans
 from ..metrics import accuracy, macro_f1
+from ._base import Task
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,12 @@ def _label_values(table: pd.DataFrame, target: str, path: Path | str) -> list:
     return [str(v) for v in column]
 
 
-class ClassifyTask:
+class ClassifyTask(Task):
+    spec_class = ClassifySpec
     name = "classify"
 
     def __init__(self, spec: ClassifySpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self._index = {label: i for i, label in enumerate(spec.labels)}
 
     @classmethod
@@ -97,13 +99,6 @@ class ClassifyTask:
             if b > a
         }
         return task, splits
-
-    def to_json(self) -> dict:
-        return asdict(self.spec)
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> ClassifyTask:
-        return cls(ClassifySpec(**spec))
 
     def model_sizes(self) -> tuple[int, int]:
         return len(self.spec.features) // self.spec.steps, len(self.spec.labels)

@@ -10,7 +10,7 @@ targets, its inputs may reach back into earlier spans (they are the past).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..data import DataError, numeric, require_columns, spans
 from ..metrics import forecast_metrics
+from ._base import Task
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,12 @@ def _frequency(times: pd.Series):
         return pd.infer_freq(times)
 
 
-class ForecastTask:
+class ForecastTask(Task):
+    spec_class = ForecastSpec
     name = "forecast"
 
     def __init__(self, spec: ForecastSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self.columns = spec.targets + spec.features
         self._mean = np.asarray(spec.mean)
         self._std = np.asarray(spec.std)
@@ -153,13 +155,6 @@ class ForecastTask:
             if last >= first
         }
         return task, splits
-
-    def to_json(self) -> dict:
-        return asdict(self.spec)
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> ForecastTask:
-        return cls(ForecastSpec(**spec))
 
     def model_sizes(self) -> tuple[int, int]:
         return len(self.columns), self.spec.horizon * len(self.spec.targets)

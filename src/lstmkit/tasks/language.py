@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..data import DataError, spans
 from ..metrics import bits_per_character
+from ._base import Task
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,12 @@ class LanguageSpec:
     unigram: list[float]  # training character frequencies, in vocabulary order: the baseline
 
 
-class LanguageTask:
+class LanguageTask(Task):
+    spec_class = LanguageSpec
     name = "language-model"
 
     def __init__(self, spec: LanguageSpec) -> None:
-        self.spec = spec
+        super().__init__(spec)
         self._index = {c: i for i, c in enumerate(spec.vocabulary)}
 
     @classmethod
@@ -67,13 +69,6 @@ class LanguageTask:
             "test": (n_train + n_val, len(text)),
         }
         return task, {name: task.chunks(text[a:b]) for name, (a, b) in bounds.items() if b - a > window}
-
-    def to_json(self) -> dict:
-        return asdict(self.spec)
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> LanguageTask:
-        return cls(LanguageSpec(**spec))
 
     def model_sizes(self) -> tuple[int, int]:
         return len(self.spec.vocabulary), len(self.spec.vocabulary)
