@@ -200,6 +200,13 @@ def _clip(values, inside, bound):
         values[j] = min(max(v, -bound), bound)
 
 
+@_jit(inline="always")
+def _add_product(target, a, b):
+    """target += a * b, elementwise."""
+    for j in range(target.shape[0]):
+        target[j] += a[j] * b[j]
+
+
 @_jit
 def _mix(keep, old, new, result, k):
     """result = keep * old + (1 - keep) * new, elementwise: zoneout."""
@@ -248,17 +255,14 @@ def _forward(
             c_new = cell_new[row]
             if layer_norm:
                 hh_rstd[row, 0] = _normalise(z[b], hh_hat[row], k[INV_GATES], k)
-                for j in range(4 * size):
-                    a[j] += hh_hat[row, j] * ln_hh[j]
+                _add_product(a, hh_hat[row], ln_hh)
             else:
                 for j in range(4 * size):
                     a[j] += z[b, j]
             if p_i.shape[0] > 0:
-                for j in range(size):
-                    a_i[j] += p_i[j] * c_prev[j]
+                _add_product(a_i, p_i, c_prev)
             if p_f.shape[0] > 0:
-                for j in range(size):
-                    a_f[j] += p_f[j] * c_prev[j]
+                _add_product(a_f, p_f, c_prev)
             if clipping:
                 _clip(a[: 3 * size], gate_inside[row, : 3 * size], clip)
             for j in range(size):
@@ -274,8 +278,7 @@ def _forward(
             for j in range(size):
                 c_new[j] = a_f[j] * c_prev[j] + a_i[j] * a_g[j]
             if p_o.shape[0] > 0:
-                for j in range(size):
-                    a_o[j] += p_o[j] * c_new[j]
+                _add_product(a_o, p_o, c_new)
             if clipping:
                 _clip(a_o, gate_inside[row, 3 * size :], clip)
             for j in range(size):
@@ -394,8 +397,7 @@ def _backward(
                 for j in range(size):
                     d_new[j] += d_c[j]
             if p_o.shape[0] > 0:
-                for j in range(size):
-                    d_new[j] += d_o[j] * p_o[j]
+                _add_product(d_new, d_o, p_o)
             for j in range(size):
                 d_g[j] = d_new[j] * input_gate[j] * (one - candidate[j] * candidate[j])
                 d_f[j] = d_new[j] * c_prev[j]
@@ -415,11 +417,9 @@ def _backward(
             for j in range(size):
                 d_c[j] = d_new[j] * forget_gate[j] + carry_c[j]
             if p_i.shape[0] > 0:
-                for j in range(size):
-                    d_c[j] += d_i[j] * p_i[j]
+                _add_product(d_c, d_i, p_i)
             if p_f.shape[0] > 0:
-                for j in range(size):
-                    d_c[j] += d_f[j] * p_f[j]
+                _add_product(d_c, d_f, p_f)
             if layer_norm:
                 for j in range(4 * size):
                     scaled[j] = dg[j] * ln_hh[j]
