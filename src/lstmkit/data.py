@@ -51,10 +51,15 @@ BUNDLED = {
 }
 
 
-def bundled_path(name: str) -> Path:
+def bundled(name: str) -> Bundled:
+    """The bundled dataset ``name``; DataError naming the choices for an unknown one."""
     if name not in BUNDLED:
         raise DataError(f"unknown bundled dataset {name!r}; choose from: {', '.join(BUNDLED)}")
-    return Path(str(resources.files("lstmkit.datasets") / BUNDLED[name].file))
+    return BUNDLED[name]
+
+
+def bundled_path(name: str) -> Path:
+    return Path(str(resources.files("lstmkit.datasets") / bundled(name).file))
 
 
 def _suffixes(path: Path) -> str:

@@ -83,6 +83,11 @@ def check_backend(backend: str, kind: str = "lstm") -> None:
 AUTO_CPU_STEP_WORK = 4 * 2**20
 
 
+def lstm_step_work(batch: int, cell_size: int, hidden_size: int) -> int:
+    """Multiply-adds of one LSTM step's recurrent product: (B, P) x (P, 4H)."""
+    return batch * hidden_size * 4 * cell_size
+
+
 def kernel(backend: str, kind: str, like: Tensor, step_work: int = 0) -> LayerFn:
     """The layer function for tensors like ``like`` and ``step_work`` multiply-adds per step.
 
@@ -197,7 +202,7 @@ def lstm(
     Returns out (N, D*P), (h_n, c_n), and per layer and direction (gates (N, 4H), cells (N, H)).
     """
     sizes = (state[1].shape[-1], state[0].shape[-1])
-    layer_fn = kernel(backend, "lstm", x, batch_sizes[0] * sizes[1] * 4 * sizes[0])
+    layer_fn = kernel(backend, "lstm", x, lstm_step_work(batch_sizes[0], *sizes))
 
     def layer(x: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
         w = weights[k]

@@ -737,7 +737,7 @@ class LSTMCell(_Cell):
         )
         masks = zoneout._replace(recurrent=recurrent)
         kernel = functional.kernel(
-            self.backend, "lstm", x, x.shape[0] * self.hidden_size * 4 * self.hidden_size
+            self.backend, "lstm", x, functional.lstm_step_work(x.shape[0], self.hidden_size, self.hidden_size)
         )
         _, (hidden, cell), (gates, cells) = kernel(x, state, weights, [x.shape[0]], False, v.options(), masks)
         if not batched:

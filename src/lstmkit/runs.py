@@ -16,7 +16,7 @@ import torch
 
 from . import __version__
 from .checkpoint import CHECKPOINT, CONFIG, MODEL, read_json, read_safetensors, write_json
-from .data import BUNDLED, DataError, bundled_path, read_table, read_text
+from .data import DataError, bundled, bundled_path, read_table, read_text
 from .models import TASKS, ModelConfig, SequenceModel
 from .tasks import TASK_CLASSES, task_from_spec
 from .train import TrainConfig
@@ -46,13 +46,9 @@ class DataSettings:
             raise DataError("give the data as --data PATH or --dataset NAME (one of them)")
         settings = self
         if self.dataset is not None:
-            bundled = BUNDLED.get(self.dataset)
-            if bundled is None:
-                raise DataError(
-                    f"unknown bundled dataset {self.dataset!r}; choose from: {', '.join(BUNDLED)}"
-                )
-            defaults = {k: v for k, v in bundled.defaults.items() if getattr(self, k) in (None, [])}
-            settings = replace(self, task=self.task or bundled.task, **defaults)
+            dataset = bundled(self.dataset)
+            defaults = {k: v for k, v in dataset.defaults.items() if getattr(self, k) in (None, [])}
+            settings = replace(self, task=self.task or dataset.task, **defaults)
         if settings.data is not None:  # a run folder must still find its data from elsewhere
             settings = replace(settings, data=str(Path(settings.data).resolve()))
         if settings.task not in TASKS:
