@@ -30,8 +30,9 @@ format: $(STAMP) ## ruff format and ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) ## time lstmkit.LSTM against torch.nn.LSTM (the table in BENCHMARKS.md)
-	$(BIN)/python benchmarks/bench_lstm.py
+bench: $(STAMP) ## time and peak memory of lstmkit.LSTM against torch.nn.LSTM (the tables in BENCHMARKS.md)
+	$(BIN)/python benchmarks/bench_lstm.py --rounds 10
+	$(BIN)/python benchmarks/bench_memory.py
 
 clean: ## remove the virtual environment, caches and the demo's report
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache src/*.egg-info lstmkit-demo

@@ -4,7 +4,8 @@ Two tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (i
 forward under no_grad; training: forward + backward), every lstmkit backend and torch.nn.LSTM
 run the same input with the same weights. Variants: training at (100, 32, 128) with one variant
 option each (docs/variants.md), against plain torch.nn.LSTM at the same size. Calls are
-interleaved round by round so that machine noise hits all alike; the median over rounds is
+interleaved round by round, in an order rotated every round, so that machine noise and the
+after-effects of one call on the next hit all alike; the median over rounds is
 reported with its ratio against nn.LSTM. Output: a '#' header (machine, versions, threads), CSV
 rows, then markdown tables for BENCHMARKS.md.
 
@@ -108,10 +109,13 @@ def measure(case: Case, mode: str, backends: list[str], rounds: int) -> dict[str
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up
         call()
-    for _ in range(rounds):
-        for name, call in calls.items():
+    names = list(calls)
+    for index in range(rounds):
+        # each round starts one further along: a call right after nn.LSTM meets its OpenMP workers
+        # still spinning and its cache contents, so no implementation always takes that place
+        for name in names[index % len(names) :] + names[: index % len(names)]:
             start = time.perf_counter()
-            call()
+            calls[name]()
             times[name].append((time.perf_counter() - start) * 1e3)
     return times
 

@@ -19,3 +19,15 @@ def test_bench_quick_runs_and_prints_a_table():
     assert len(rows) == (2 * 2 + 1) * 3  # (2 shapes x 2 modes + 1 variant) x (nn.LSTM + 2 backends)
     assert any(line.startswith("| case (T,B,I=H)") for line in lines)
     assert any(line.startswith("| training (100,32,128), option") for line in lines)
+
+
+def test_bench_memory_runs_in_fresh_processes():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("bench_memory.py")), "--case", "3,2,4,1", "--repeats", "1",
+         "--backends", "torch"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| (3,2,4) |")]
+    assert [row.split(" | ")[1] for row in rows] == ["nn.LSTM", "torch"]

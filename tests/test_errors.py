@@ -194,9 +194,10 @@ def test_backend_errors_name_the_choices():
         ValueError, match=r"backend 'cpu' is not available here; available: \['auto', 'torch', 'reference'\]"
     ):
         lstmkit.RNN(5, 6, backend="cpu")
-    model = lstmkit.LSTM(5, 6, backend="cpu", dtype=torch.float16)
+    model = lstmkit.LSTM(5, 6, backend="cpu", dtype=torch.complex64)
     with pytest.raises(
         ValueError,
-        match=r"backend 'cpu' runs float32 and float64 tensors on the CPU, got torch.float16 on cpu",
+        match=r"backend 'cpu' runs float16, bfloat16 \(in float32\), float32 and float64 tensors on the CPU, "
+        r"got torch.complex64 on cpu",
     ):
-        model(X.half())
+        model(X.to(torch.complex64))

@@ -2,6 +2,7 @@
 formulas of lstmkit.reference_variants (autograd, no shared code), finite differences, the
 semantics of the random masks, introspection and initialisation."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import assume, given
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from torch.autograd import gradcheck
 
 import lstmkit
-from lstmkit import reference_variants
+from lstmkit import functional, reference_variants
 from lstmkit.kernels import cpu, torch_ops
 from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 
@@ -40,7 +41,7 @@ def _oracle_dtype(dtype):
 
 
 def _run_both(options, *, backend="torch", layers=2, bidirectional=True, proj=3, bias=True, batch_first=False,
-              lengths=None, with_state=True, training=True, dtype=torch.float64, seed=0):  # fmt: skip
+              lengths=None, with_state=True, training=True, dtype=torch.float64, seed=0, batch=4):  # fmt: skip
     """Outputs, states, gates and every gradient of ``backend`` and of the reference backend."""
     torch.manual_seed(seed)
     kwargs = dict(
@@ -51,7 +52,7 @@ def _run_both(options, *, backend="torch", layers=2, bidirectional=True, proj=3,
     ref = lstmkit.LSTM(3, 5, **kwargs, dtype=oracle, backend="reference", **options)
     ref.load_state_dict({k: v.to(oracle) for k, v in prod.state_dict().items()})
     gen = torch.Generator().manual_seed(seed)
-    batch, steps, depth = 4, 6, layers * (2 if bidirectional else 1)
+    steps, depth = 6, layers * (2 if bidirectional else 1)
     shape = (batch, steps, 3) if batch_first else (steps, batch, 3)
     x = torch.randn(shape, generator=gen, dtype=dtype)
     h0 = torch.randn(depth, batch, proj or 5, generator=gen, dtype=dtype)
@@ -130,6 +131,70 @@ def test_random_combinations_equal_reference(backend, options, **config):
     # combinations are checked in float64; test_each_option_equals_reference has it in float32
     assume(not (options["layer_norm"] and config["dtype"] == torch.float32))
     _assert_close(_run_both(options, backend=backend, **config), options)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(layer_norm=True, peephole=True, zoneout=(0.3, 0.2), recurrent_dropout=0.3, cell_clip=1.0)],
+    ids=["plain", "every option"],
+)
+def test_cpu_kernel_threads_and_blocked_products_equal_reference(options, dtype, monkeypatch):
+    """The cpu kernel's batch split over threads and its products in row blocks and column
+    panels, forced at small sizes, against the reference: 11 sequences split over 2 threads, each
+    product in blocks of 4 rows and panels of 10 columns (W_hh: 3 x 20)."""
+    monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
+    monkeypatch.setattr(cpu, "SMALL_PRODUCT", 200)
+    assert cpu._blocked(torch.zeros(20, 3), np.zeros(0, np.float64), transpose=True)[0].shape == (2, 3, 10)
+    splits = []
+    monkeypatch.setattr(cpu, "_parts", lambda *a, parts=cpu._parts: splits.append(parts(*a)) or splits[-1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lengths = [6, 2, 5, 1, 6, 6, 3, 4, 1, 2, 5]
+        results = _run_both(options, backend="cpu", lengths=lengths, batch=len(lengths), dtype=dtype)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(splits) == 8 and all(len(parts) == 2 for parts in splits)  # 4 layer directions x 2 passes
+    _assert_close(results, options)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("dtype, bound", [(torch.bfloat16, 1e-2), (torch.float16, 1.5e-3)])
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(layer_norm=True, peephole=True, zoneout=0.2, recurrent_dropout=0.3)],
+    ids=["plain", "options"],
+)
+def test_half_precision_runs_the_cpu_kernel_in_float32(options, dtype, bound):
+    """float16 and bfloat16 modules: "auto" computes in float32 (float32 sums and cell state), so
+    outputs and gradients are the float64 reference's up to the rounding of the half type, bound
+    relative to each tensor's scale (measured: 3.1e-3 and 4.5e-4; the "torch" backend, which
+    computes in the half type, 1.2e-2 and 1.3e-3)."""
+    assert functional.kernel("auto", "lstm", torch.zeros(1, dtype=dtype), 2) is not torch_ops.lstm_layer
+    results = _run_both(options, backend="auto", lengths=[6, 2, 5, 1], dtype=dtype)
+    for k, (a, b) in enumerate(zip(*([t.detach() for t in r] for r in results), strict=True)):
+        assert a.dtype == dtype, f"item {k}: {a.dtype}"
+        error = float((a.double() - b).abs().max())
+        assert error <= bound * max(1.0, float(b.abs().max())), f"item {k}: error {error}"
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+def test_cpu_kernel_splits_the_batch_by_work(monkeypatch):
+    monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 10)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        # sequences of 6, 5, 2, 1, 1 steps: 15 steps in all, the first two 11 of them
+        assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 10) == [(0, 2), (2, 5)]
+        assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 1) == [(0, 5)]  # 15 < MIN_THREAD_WORK
+        assert cpu._parts(np.array([1, 1, 1]), 100) == [(0, 1)]  # one sequence: nothing to split
+        assert cpu._parts(np.array([4, 4]), 1) == [(0, 4)]  # 8 units: below MIN_THREAD_WORK
+        torch.set_num_threads(1)
+        assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 10) == [(0, 5)]  # torch's thread count
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -133,3 +133,21 @@ def test_cells_equal_torch(backend, bias, batched, with_state):
             )
         for a, b in zip(*grads, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", [b for b in lstmkit.functional.available("lstm") if b != "auto"])
+@pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
+def test_gradients_when_one_output_alone_reaches_the_loss(backend, used):
+    """Outputs that the loss never reads get no gradient from autograd (None, not zeros)."""
+    torch.manual_seed(0)
+    theirs = torch.nn.LSTM(3, 4, 2, bidirectional=True, dtype=torch.float64)
+    ours = lstmkit.LSTM.from_torch(theirs, backend=backend)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    grads = []
+    for model in (theirs, ours):
+        leaf = x.clone().requires_grad_()
+        out, (h, c) = model(leaf)
+        {"output": out, "h_n": h, "c_n": c}[used].square().sum().backward()
+        grads.append([leaf.grad, *(p.grad for p in model.parameters())])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)

@@ -77,33 +77,48 @@ def check_backend(backend: str, kind: str = "lstm") -> None:
         raise ValueError(f"backend {backend!r} is not available here; available: {available(kind)}")
 
 
-# "auto" runs the compiled kernel up to this many multiply-adds in one step's recurrent product
-# (batch x hidden x 4 hidden); above, PyTorch's multi-threaded product per step is faster on the
-# project's 2-core machines (BENCHMARKS.md: cpu wins at B=32, H=128, loses at B=64, H=256).
-AUTO_CPU_STEP_WORK = 4 * 2**20
+# Half-precision types the compiled kernel takes by computing in float32 (inputs, weights and
+# masks widened, outputs narrowed back): the cell state and every sum stay in float32 within a layer.
+HALF = (torch.float16, torch.bfloat16)
 
 
-def lstm_step_work(batch: int, cell_size: int, hidden_size: int) -> int:
-    """Multiply-adds of one LSTM step's recurrent product: (B, P) x (P, 4H)."""
-    return batch * hidden_size * 4 * cell_size
+def _in_float32(layer: LayerFn) -> LayerFn:
+    """An LSTM ``layer`` run in float32 on half-precision tensors; autograd casts the gradients."""
+
+    def widen(tensor: Tensor | None) -> Tensor | None:
+        return None if tensor is None else tensor.float()
+
+    def run(x, state, weights, batch_sizes, reverse, options=PLAIN, masks=NO_MASKS):
+        out, final, (gates, cells) = layer(
+            x.float(), tuple(map(widen, state)), LSTMWeights(*map(widen, weights)), batch_sizes, reverse,
+            options, LSTMMasks(*map(widen, masks)),
+        )  # fmt: skip
+        narrow = x.dtype
+        return out.to(narrow), tuple(t.to(narrow) for t in final), (gates.to(narrow), cells.to(narrow))
+
+    return run
 
 
-def kernel(backend: str, kind: str, like: Tensor, step_work: int = 0) -> LayerFn:
-    """The layer function for tensors like ``like`` and ``step_work`` multiply-adds per step.
+def kernel(backend: str, kind: str, like: Tensor, steps: int) -> LayerFn:
+    """The layer function for tensors like ``like`` over ``steps`` time steps.
 
-    "auto" takes the compiled CPU kernel for float32 and float64 CPU tensors when it is installed
-    and the steps are small enough (``AUTO_CPU_STEP_WORK``), else the hand-written PyTorch one.
+    "auto" takes the compiled CPU kernel for float CPU tensors (float16 and bfloat16 computed in
+    float32) when it is installed and there is more than one step, else the hand-written PyTorch
+    one: it was measured faster at every benchmark shape (BENCHMARKS.md), but a single step (a
+    cell) costs its fixed set-up without a recurrence to repay it (LSTMCell, batch 32, H = 128:
+    330 µs, against 250 µs).
     """
     check_backend(backend, kind)
-    fits_cpu = like.device.type == "cpu" and like.dtype in cpu.DTYPES
+    fits_cpu = like.device.type == "cpu" and like.dtype in (*cpu.DTYPES, *HALF)
     if backend == "auto":
-        small = step_work <= AUTO_CPU_STEP_WORK
-        backend = "cpu" if fits_cpu and small and "cpu" in TABLES[kind] else "torch"
+        backend = "cpu" if fits_cpu and steps > 1 and "cpu" in TABLES[kind] else "torch"
     elif backend == "cpu" and not fits_cpu:
         raise ValueError(
-            f"backend 'cpu' runs float32 and float64 tensors on the CPU, got {like.dtype} on {like.device}; "
-            "use backend='auto' or 'torch'"
+            f"backend 'cpu' runs float16, bfloat16 (in float32), float32 and float64 tensors on the CPU, "
+            f"got {like.dtype} on {like.device}; use backend='auto' or 'torch'"
         )
+    if backend == "cpu" and like.dtype in HALF:
+        return _in_float32(TABLES[kind][backend])
     return TABLES[kind][backend]
 
 
@@ -202,7 +217,7 @@ def lstm(
     Returns out (N, D*P), (h_n, c_n), and per layer and direction (gates (N, 4H), cells (N, H)).
     """
     sizes = (state[1].shape[-1], state[0].shape[-1])
-    layer_fn = kernel(backend, "lstm", x, lstm_step_work(batch_sizes[0], *sizes))
+    layer_fn = kernel(backend, "lstm", x, len(batch_sizes))
 
     def layer(x: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
         w = weights[k]
@@ -246,7 +261,7 @@ def rnn(
 ) -> tuple[Tensor, tuple[Tensor, ...], list[None]]:
     """Stacked plain RNN. x (N, I), state = (h0 (L*D, B, H),), weights per layer and direction
     = (w_ih, w_hh, b_ih, b_hh) -> (out (N, D*H), (h_n,), [None, ...])."""
-    layer_fn = kernel(backend, "rnn", x)
+    layer_fn = kernel(backend, "rnn", x, len(batch_sizes))
 
     def layer(x: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
         return layer_fn(x, state_k, weights[k], batch_sizes, reverse, nonlinearity)

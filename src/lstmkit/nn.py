@@ -736,9 +736,7 @@ class LSTMCell(_Cell):
             training=self.training,
         )
         masks = zoneout._replace(recurrent=recurrent)
-        kernel = functional.kernel(
-            self.backend, "lstm", x, functional.lstm_step_work(x.shape[0], self.hidden_size, self.hidden_size)
-        )
+        kernel = functional.kernel(self.backend, "lstm", x, steps=1)
         _, (hidden, cell), (gates, cells) = kernel(x, state, weights, [x.shape[0]], False, v.options(), masks)
         if not batched:
             hidden, cell, gates, cells = (t.squeeze(0) for t in (hidden, cell, gates, cells))
@@ -783,7 +781,7 @@ class RNNCell(_Cell):
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """``h_1 = cell(input, h_0)``; shapes in the class docstring."""
         x, state, batched = self._prepare(input, hx)
-        kernel = functional.kernel(self.backend, "rnn", x)
+        kernel = functional.kernel(self.backend, "rnn", x, steps=1)
         weights = self._weights("", ("w_ih", "w_hh", "b_ih", "b_hh"))
         _, (hidden,), _ = kernel(x, state, weights, [x.shape[0]], False, self.nonlinearity)
         return hidden if batched else hidden.squeeze(0)

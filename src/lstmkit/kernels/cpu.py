@@ -3,8 +3,10 @@
 ``NumbaLoops`` plugs into the shared ``lstm_function.LSTMLayer`` (which does the input side and
 the parameter gradients as whole-sequence matrix products in PyTorch). Inside one call per
 direction and pass, every step runs the recurrent matrix product on BLAS (Numba's ``np.dot``,
-SciPy's OpenBLAS) and the gate arithmetic of every variant of ``contract`` fused, unit by unit,
-with no Python between steps. It computes the formulas of docs/variants.md in the order of
+SciPy's OpenBLAS, in the blocks of ``_blocked`` that take its small-matrix path) and the gate
+arithmetic of every variant of ``contract`` fused, unit by unit, with no Python between steps.
+Large calls split the batch into ranges of sequences that run on threads of their own
+(``_parts``). It computes the formulas of docs/variants.md in the order of
 ``torch_ops.TorchLoops``; both are tested against ``reference_variants``.
 
 Compiled code is cached on disk (``cache=True``); it depends on dtype (float32 or float64), never
@@ -15,9 +17,12 @@ Shapes: N rows, B sequences, H cell size, P hidden size; gates along 4H as (i, f
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 import torch
@@ -43,18 +48,78 @@ def available() -> bool:
 
 
 @functools.cache
-def _blas():
-    return ThreadpoolController().select(user_api="blas")
+def _blas_libraries() -> list:
+    return ThreadpoolController().select(user_api="blas").lib_controllers
 
 
-def _one_blas_thread():
-    """Run the BLAS calls of a kernel on one thread, beside torch's own threads.
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """Run the BLAS calls of a kernel on one thread each, and restore the setting after.
 
     OpenBLAS's worker threads spin for a while after each call; inside a recurrence of small
     products they stay awake and steal the cores from torch's threads (measured: nn.LSTM ran at
-    half speed after a multi-threaded kernel call). One thread per kernel call avoids that.
+    half speed after a multi-threaded kernel call). The kernel's own threads (``_parts``) use the
+    cores instead. The library handles are looked up once: a fresh lookup costs about 20 µs.
     """
-    return _blas().limit(limits=1)
+    libraries = _blas_libraries()
+    before = [library.get_num_threads() for library in libraries]
+    for library in libraries:
+        library.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for library, threads in zip(libraries, before, strict=True):
+            library.set_num_threads(threads)
+
+
+# The least work per thread (multiply-adds of one call's recurrent products) worth splitting for.
+# Measured on the 2-core machines: (T, B, H) = (100, 64, 256), 1.7e9 in all, ran 1.8x -> 1.5x
+# nn.LSTM's time in inference and 1.17x -> 0.99x in training on two threads; (100, 32, 128), 2.1e8,
+# gained nothing (1.84x -> 1.89x, 1.44x -> 1.49x): torch's OpenMP workers keep spinning for some
+# milliseconds after its last parallel operation (the input projection), taking the second core.
+MIN_THREAD_WORK = 2**28
+
+
+def _parts(batch_sizes: np.ndarray, step_work: int) -> list[tuple[int, int]]:
+    """The batch split into contiguous ranges of sequences [first, last) with about equal work,
+    one per thread: at most torch's thread count, each with ``MIN_THREAD_WORK`` or more.
+
+    ``batch_sizes`` (T,) is non-increasing; ``step_work`` is one sequence's multiply-adds a step.
+    Sequences are independent in the recurrences, so the ranges run in parallel with no locks.
+    """
+    batch = int(batch_sizes[0])
+    lengths = np.searchsorted(-batch_sizes, -np.arange(batch), side="left")  # (B,) steps each
+    work = np.cumsum(lengths) * step_work
+    threads = min(torch.get_num_threads(), batch, int(work[-1]) // MIN_THREAD_WORK)
+    if threads <= 1:
+        return [(0, batch)]
+    cuts = np.searchsorted(work, work[-1] * np.arange(1, threads) / threads) + 1
+    bounds = [0, *sorted({int(c) for c in cuts if 0 < c < batch}), batch]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The kernel's worker threads, created on first use (and again in a forked child, which
+    inherits the pool but not its threads)."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="lstmkit"))
+    return _POOL[1]
+
+
+def _in_parallel(kernel: Callable, before: tuple, parts: list[tuple[int, int]], after: tuple) -> None:
+    """``kernel(*before, first, last, *after)`` for every part, the first on this thread; the
+    kernels release the GIL."""
+    futures: list[Future] = [_pool().submit(kernel, *before, *part, *after) for part in parts[1:]]
+    try:
+        kernel(*before, *parts[0], *after)
+    finally:
+        wait(futures)  # never leave a thread writing into buffers the caller may free
+    for future in futures:
+        future.result()
 
 
 def _jit(function=None, *, inline: str = "never"):
@@ -84,6 +149,7 @@ _TAYLOR = [1.0 / math.factorial(n) for n in range(12, -1, -1)]  # 1/12!, ..., 1/
 TANH = POLY + len(_TAYLOR)
 
 
+@functools.cache
 def constants(dtype: np.dtype, size: int) -> tuple:
     """The ``k`` tuple for a kernel of ``dtype`` and cell size ``size``: a tuple, not an array, so
     that no store into the kernel's arrays can alias the constants."""
@@ -208,6 +274,23 @@ def _add_product(target, a, b):
 
 
 @_jit
+def _product(a, weight, out):
+    """out = a @ W for W (K, N) given as ``_blocked(W)`` = (panels (N / n, K, n), rows): row
+    blocks of ``rows`` times column panels of n, the sizes that OpenBLAS multiplies fastest."""
+    panels, rows = weight
+    count, _, width = panels.shape
+    scratch = np.empty((min(rows, a.shape[0]), width), dtype=out.dtype) if count > 1 else out
+    for r0 in range(0, a.shape[0], rows):
+        r1 = min(r0 + rows, a.shape[0])
+        if count == 1:
+            np.dot(a[r0:r1], panels[0], out[r0:r1])
+        else:
+            for p in range(count):
+                np.dot(a[r0:r1], panels[p], scratch[: r1 - r0])
+                out[r0:r1, p * width : (p + 1) * width] = scratch[: r1 - r0]
+
+
+@_jit
 def _mix(keep, old, new, result, k):
     """result = keep * old + (1 - keep) * new, elementwise: zoneout."""
     for j in range(result.shape[0]):
@@ -221,14 +304,15 @@ def _mix(keep, old, new, result, k):
 def _forward(
     k, gates, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside,
     hidden, cell, w_hh_t, w_hr_t, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
-    recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, reverse, coupled, clip,
+    recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, first, last, reverse,
+    coupled, clip,
 ):  # fmt: skip
     steps = batch_sizes.shape[0]
     size = cell.shape[1]
     batch, hidden_size = hidden.shape
     one = k[ONE]
     layer_norm = ln_hh.shape[0] > 0
-    project = w_hr_t.shape[0] > 0
+    project = w_hr_t[0].shape[0] > 0
     clipping = clip < np.inf
     h_in = np.empty_like(hidden)
     z = np.empty((batch, 4 * size), dtype=gates.dtype)  # W_hh h of the step's rows
@@ -237,15 +321,17 @@ def _forward(
     keep_row_h = np.full(hidden_size, keep_h_value, dtype=gates.dtype)
     for s in range(steps):
         t = steps - 1 - s if reverse else s
-        start, active = offsets[t], batch_sizes[t]
+        start, stop = offsets[t], min(batch_sizes[t], last)
+        if stop <= first:
+            continue
         if recurrent.shape[0] > 0:
-            for b in range(active):
+            for b in range(first, stop):
                 for j in range(hidden_size):
                     h_in[b, j] = hidden[b, j] * recurrent[b, j]
-            np.dot(h_in[:active], w_hh_t, z[:active])
+            _product(h_in[first:stop], w_hh_t, z[first:stop])
         else:
-            np.dot(hidden[:active], w_hh_t, z[:active])
-        for b in range(active):
+            _product(hidden[first:stop], w_hh_t, z[first:stop])
+        for b in range(first, stop):
             row = start + b
             a = gates[row]
             # the four gates as views: loops that start at 0 prove their indices non-negative,
@@ -298,8 +384,8 @@ def _forward(
                 _mix(keep_row_c, c_prev, c_new, cells[row], k)
             c_prev[:] = cells[row]
         if project:
-            np.dot(unprojected[start : start + active], w_hr_t, h_new[:active])
-        for b in range(active):
+            _product(unprojected[start + first : start + stop], w_hr_t, h_new[first:stop])
+        for b in range(first, stop):
             row = start + b
             if keep_h.shape[0] > 0:
                 _mix(keep_h[row], hidden[b], h_new[b], out[row], k)
@@ -315,14 +401,15 @@ def _backward(
     k, gates, cell_new, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside, cell_prev,
     d_out, dh, dc, d_gates, d_recurrent, d_squashed, d_projected,
     w_hh, w_hr, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
-    recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, reverse, coupled, clip,
+    recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, first, last, reverse,
+    coupled, clip,
 ):  # fmt: skip
     steps = batch_sizes.shape[0]
     size = dc.shape[1]
     batch, hidden_size = dh.shape
     one, zero = k[ONE], k[ZERO]
     layer_norm = ln_hh.shape[0] > 0
-    project = w_hr.shape[0] > 0
+    project = w_hr[0].shape[0] > 0
     clipping = clip < np.inf
     zoneout_h = keep_h.shape[0] > 0 or keep_h_value > 0
     d_hidden = np.empty_like(dh)  # dL/dh'_t of the step's rows
@@ -337,8 +424,10 @@ def _backward(
     keep_row_h = np.full(hidden_size, keep_h_value, dtype=dh.dtype)
     for s in range(steps):
         t = s if reverse else steps - 1 - s  # the forward order, reversed
-        start, active = offsets[t], batch_sizes[t]
-        for b in range(active):
+        start, stop = offsets[t], min(batch_sizes[t], last)
+        if stop <= first:
+            continue
+        for b in range(first, stop):
             row = start + b
             for j in range(hidden_size):
                 d_hidden[b, j] = dh[b, j] + d_out[row, j]
@@ -350,10 +439,10 @@ def _backward(
             if project:
                 d_projected[row] = d_hidden[b]
         if project:
-            np.dot(d_hidden[:active], w_hr, d_r[:active])
+            _product(d_hidden[first:stop], w_hr, d_r[first:stop])
         else:
-            d_r[:active] = d_hidden[:active]
-        for b in range(active):
+            d_r[first:stop] = d_hidden[first:stop]
+        for b in range(first, stop):
             row = start + b
             g = gates[row]
             dg = d_gates[row]
@@ -424,8 +513,8 @@ def _backward(
                 for j in range(4 * size):
                     scaled[j] = dg[j] * ln_hh[j]
                 _normalise_backward(scaled, hh_hat[row], hh_rstd[row, 0], k[INV_GATES], d_recurrent[row], k)
-        np.dot(d_recurrent[start : start + active], w_hh, dh_in[:active])
-        for b in range(active):
+        _product(d_recurrent[start + first : start + stop], w_hh, dh_in[first:stop])
+        for b in range(first, stop):
             for j in range(hidden_size):
                 value = dh_in[b, j]
                 if recurrent.shape[0] > 0:
@@ -438,6 +527,30 @@ def _array(tensor: Tensor | None, like: np.ndarray, dims: int) -> np.ndarray:
     if tensor is None:
         return np.empty((0,) * dims, dtype=like.dtype)
     return tensor.detach().contiguous().numpy()
+
+
+# OpenBLAS multiplies small products (M * N * K up to 1e6 in its sgemm and dgemm for AVX-512) on a
+# separate path without packing, about twice as fast here for a recurrence's shapes as its general
+# path (measured on one core, float32: (32 x 128) @ (128 x 512) 65 GFLOP/s whole, 115 in blocks of
+# 12 rows; (64 x 256) @ (256 x 1024) 84 whole, 107 in blocks of 16 rows and 128 columns).
+SMALL_PRODUCT = 10**6
+
+
+def _blocked(weight: Tensor | None, like: np.ndarray, transpose: bool = False) -> tuple[np.ndarray, int]:
+    """W (K, N), or W.T with ``transpose``, as ``_product`` takes it: (column panels (N / n, K, n),
+    rows per block), with n halved from N until 8 rows fit a small product, and as many rows as
+    fit (a multiple of 4, at most 16); W whole if no 4 rows fit. None: an empty (0, 0, 0) array."""
+    if weight is None:
+        return np.empty((0, 0, 0), dtype=like.dtype), 1
+    matrix = weight.detach().numpy()
+    matrix = matrix.T if transpose else matrix
+    depth, width = matrix.shape
+    while 8 * depth * width > SMALL_PRODUCT and width % 2 == 0 and width > 16:
+        width //= 2
+    rows = min(16, 4 * (SMALL_PRODUCT // (4 * depth * width)))
+    if rows == 0:
+        return np.ascontiguousarray(matrix)[None], 2**62
+    return np.ascontiguousarray(matrix.reshape(depth, -1, width).transpose(1, 0, 2)), rows
 
 
 def _flags(tensor: Tensor | None) -> np.ndarray:
@@ -478,6 +591,12 @@ def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, opt
     ), (options.coupled, clip)
 
 
+def _step_work(w: LSTMWeights) -> int:
+    """Multiply-adds of one sequence's step: the recurrent product, and the projection if any."""
+    work = w.w_hh.numel()
+    return work if w.w_hr is None else work + w.w_hr.numel()
+
+
 class NumbaLoops:
     """The LSTM recurrences as one compiled call each (see ``lstm_function.Loops``)."""
 
@@ -489,13 +608,13 @@ class NumbaLoops:
         like = ws.gates.numpy()
         shared, last = _shared(w, masks, like, batch_sizes, options)
         buffers = (ws.unprojected, ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
+        arguments = (
+            constants(like.dtype, c0.shape[1]), like, ws.cell_new.numpy(), ws.cells.numpy(), ws.out.numpy(),
+            *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside), hidden.numpy(), cell.numpy(),
+            _blocked(w.w_hh, like, transpose=True), _blocked(w.w_hr, like, transpose=True), *shared,
+        )  # fmt: skip
         with _one_blas_thread():
-            _forward(
-                constants(like.dtype, c0.shape[1]), like, ws.cell_new.numpy(), ws.cells.numpy(), ws.out.numpy(),
-                *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside), hidden.numpy(), cell.numpy(),
-                _array(w.w_hh.t(), like, 2), _array(None if w.w_hr is None else w.w_hr.t(), like, 2),
-                *shared, reverse, *last,
-            )  # fmt: skip
+            _in_parallel(_forward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
         return hidden, cell
 
     def backward(
@@ -506,15 +625,15 @@ class NumbaLoops:
         like = ws.gates.numpy()
         shared, last = _shared(w, masks, like, batch_sizes, options)
         buffers = (ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
+        arguments = (
+            constants(like.dtype, d_cn.shape[1]), like, ws.cell_new.numpy(),
+            *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside), gs.cell_prev.numpy(),
+            d_out.numpy(), dh.numpy(), dc.numpy(), gs.d_gates.numpy(), gs.d_recurrent.numpy(),
+            _array(gs.d_squashed, like, 2), _array(gs.d_projected, like, 2),
+            _blocked(w.w_hh, like), _blocked(w.w_hr, like), *shared,
+        )  # fmt: skip
         with _one_blas_thread():
-            _backward(
-                constants(like.dtype, d_cn.shape[1]), like, ws.cell_new.numpy(),
-                *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside), gs.cell_prev.numpy(),
-                d_out.numpy(), dh.numpy(), dc.numpy(), gs.d_gates.numpy(), gs.d_recurrent.numpy(),
-                _array(gs.d_squashed, like, 2), _array(gs.d_projected, like, 2),
-                _array(w.w_hh, like, 2), _array(w.w_hr, like, 2),
-                *shared, reverse, *last,
-            )  # fmt: skip
+            _in_parallel(_backward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
         return dh, dc
 
 

@@ -38,6 +38,16 @@ def layer_norm_backward(d_hat: Tensor, hat: Tensor, rstd: Tensor) -> Tensor:
     return rstd * (d_hat - mean_d - hat * mean_dh)
 
 
+def gather_previous(states: Tensor, initial: Tensor, index: Tensor) -> Tensor:
+    """Rows of ``cat([states (N, F), initial (B, F)])`` at ``index`` (N,), without the copy that
+    the concatenation would allocate (the backward pass's memory peak)."""
+    count = states.shape[0]
+    gathered = states.index_select(0, index.clamp(max=count - 1))
+    starts = torch.nonzero(index >= count).squeeze(1)  # rows that read the initial state
+    gathered[starts] = initial.index_select(0, index[starts] - count)
+    return gathered
+
+
 class Workspace(NamedTuple):
     """What the forward recurrence writes and the backward one reads; None where an option is off."""
 
@@ -127,6 +137,8 @@ class LSTMLayer(torch.autograd.Function):
         ctx.save_for_backward(x, h0, c0, *w, *masks, *ws, ih_hat, ih_rstd)
         ctx.batch_sizes, ctx.reverse, ctx.options, ctx.loops = batch_sizes, reverse, options, loops
         ctx.mark_non_differentiable(ws.gates, ws.cells)
+        # otherwise autograd hands backward zeros for gates and cells, (N, 5H) never read
+        ctx.set_materialize_grads(False)
         return ws.out, hidden, cell, ws.gates, ws.cells
 
     @staticmethod
@@ -147,18 +159,27 @@ class LSTMLayer(torch.autograd.Function):
             d_recurrent=torch.empty_like(ws.gates) if layer_norm_on else d_gates,
             d_squashed=torch.empty_like(ws.cell_new) if layer_norm_on else None,
             d_projected=None if w.w_hr is None else torch.empty_like(ws.out),
-            cell_prev=torch.cat([ws.cells, c0]).index_select(0, prev),
+            cell_prev=gather_previous(ws.cells, c0, prev),
         )
+        d_out, d_hn, d_cn = (
+            torch.zeros_like(like) if d is None else d.contiguous()
+            for d, like in ((d_out, ws.out), (d_hn, h0), (d_cn, c0))
+        )  # None: that output did not reach the loss
         dh, dc = ctx.loops.backward(
-            ws, gs, d_out.contiguous(), d_hn.contiguous(), d_cn.contiguous(), w, masks,
-            ctx.batch_sizes, ctx.reverse, ctx.options,
+            ws, gs, d_out, d_hn, d_cn, w, masks, ctx.batch_sizes, ctx.reverse, ctx.options
         )  # fmt: skip
 
-        hidden_in = torch.cat([ws.out, h0]).index_select(0, prev)  # (N, P) h_{t-1} of every row
+        if w.peephole_i is None and w.peephole_f is None:
+            gs = gs._replace(cell_prev=None)  # no longer needed: free it before the next peak
+        grads = dict.fromkeys(LSTMWeights._fields)
+        # h_{t-1} of every row (N, P), freed before d_x exists: the two are the pass's largest
+        # temporaries after d_gates
+        hidden_in = gather_previous(ws.out, h0, prev)
         if masks.recurrent is not None:
             hidden_in.mul_(masks.recurrent.index_select(0, row_positions(ctx.batch_sizes, x.device)))
+        grads["w_hh"] = gs.d_recurrent.t() @ hidden_in
+        del hidden_in
         d_input_side = d_gates  # (N, 4H) dL/d(W_ih x)
-        grads = dict.fromkeys(LSTMWeights._fields)
         if layer_norm_on:
             grads["layer_norm_ih"] = (d_gates * ih_hat).sum(0)
             grads["layer_norm_hh"] = (d_gates * ws.hh_hat).sum(0)
@@ -167,7 +188,6 @@ class LSTMLayer(torch.autograd.Function):
             d_input_side = layer_norm_backward(d_gates * w.layer_norm_ih, ih_hat, ih_rstd)
         d_x = d_input_side @ w.w_ih if ctx.needs_input_grad[0] else None
         grads["w_ih"] = d_input_side.t() @ x
-        grads["w_hh"] = gs.d_recurrent.t() @ hidden_in
         if w.b_ih is not None:
             grads["b_ih"] = d_gates.sum(0)
             grads["b_hh"] = grads["b_ih"].clone()  # distinct tensors: autograd may keep one as .grad
