@@ -4,8 +4,8 @@ Two tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (i
 forward under no_grad; training: forward + backward), every lstmkit backend and torch.nn.LSTM
 run the same input with the same weights. Variants: training at (100, 32, 128) with one variant
 option each (docs/variants.md), against plain torch.nn.LSTM at the same size. Calls are
-interleaved round by round, in an order rotated every round, so that machine noise and the
-after-effects of one call on the next hit all alike; the median over rounds is
+interleaved round by round, in an order shuffled every round (fixed seed), so that machine noise
+and the after-effects of one call on the next hit all alike; the median over rounds is
 reported with its ratio against nn.LSTM. Output: a '#' header (machine, versions, threads), CSV
 rows, then markdown tables for BENCHMARKS.md.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -109,11 +110,12 @@ def measure(case: Case, mode: str, backends: list[str], rounds: int) -> dict[str
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up
         call()
-    names = list(calls)
-    for index in range(rounds):
-        # each round starts one further along: a call right after nn.LSTM meets its OpenMP workers
-        # still spinning and its cache contents, so no implementation always takes that place
-        for name in names[index % len(names) :] + names[: index % len(names)]:
+    names, order = list(calls), random.Random(0)
+    for _ in range(rounds):
+        # a new order every round: a call right after nn.LSTM meets its OpenMP workers still
+        # spinning and its cache contents, so no implementation may always follow the same one
+        order.shuffle(names)
+        for name in names:
             start = time.perf_counter()
             calls[name]()
             times[name].append((time.perf_counter() - start) * 1e3)

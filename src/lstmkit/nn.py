@@ -347,9 +347,11 @@ class LSTM(_Recurrent):
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         proj_size, device, dtype: as ``torch.nn.LSTM``; ``dropout`` acts on the outputs of
         every layer but the last, in training only.
-        backend: keyword-only; ``"auto"`` (the fastest correct one), ``"torch"`` (hand-written
-            backpropagation through time in PyTorch ops) or ``"reference"`` (the step-by-step
-            formulas of ``lstmkit.reference_variants`` under plain autograd).
+        backend: keyword-only; ``"auto"`` (the fastest correct one), ``"cpu"`` (the compiled
+            kernel, floating-point CPU tensors; float16 and bfloat16 computed in float32),
+            ``"torch"`` (hand-written backpropagation through time in PyTorch ops) or
+            ``"reference"`` (the step-by-step formulas of ``lstmkit.reference_variants`` under
+            plain autograd).
 
     Inputs: ``input, (h_0, c_0)``, and keyword-only ``lengths`` and ``return_gates``:
         - input: (T, B, I), (B, T, I) if ``batch_first``, (T, I) unbatched, or a
