@@ -34,3 +34,40 @@ def test_deterministic_run_to_run(backend):
         runs.append([out, h, c, x.grad, *(p.grad for p in model.parameters())])
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+@needs_cpu
+def test_deterministic_run_to_run_with_the_batch_split_over_threads(monkeypatch):
+    monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        test_deterministic_run_to_run("cpu")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@needs_cpu
+def test_kernel_runs_blas_on_one_thread_and_restores_the_settings(monkeypatch):
+    """While a recurrence runs, every BLAS library in the process is at one thread (its spinning
+    workers would take the cores from torch's and the kernel's threads); after it, each is back at
+    its own setting, and torch's thread count is untouched."""
+    libraries = cpu._blas_libraries()
+    assert libraries, "threadpoolctl found no BLAS library"
+    seen = []
+    for name in ("_forward", "_backward"):
+        real = getattr(cpu, name)
+
+        def spy(*args, real=real):
+            seen.append([library.get_num_threads() for library in libraries])
+            return real(*args)
+
+        monkeypatch.setattr(cpu, name, spy)
+    before = [library.get_num_threads() for library in libraries]
+    torch_threads = torch.get_num_threads()
+    model = lstmkit.LSTM(4, 6, backend="cpu")
+    out, _ = model(torch.randn(5, 3, 4, requires_grad=True))
+    out.sum().backward()
+    assert len(seen) == 2 and all(counts == [1] * len(libraries) for counts in seen)
+    assert [library.get_num_threads() for library in libraries] == before
+    assert torch.get_num_threads() == torch_threads
