@@ -71,3 +71,22 @@ def test_kernel_runs_blas_on_one_thread_and_restores_the_settings(monkeypatch):
     assert len(seen) == 2 and all(counts == [1] * len(libraries) for counts in seen)
     assert [library.get_num_threads() for library in libraries] == before
     assert torch.get_num_threads() == torch_threads
+
+
+@needs_cpu
+def test_calls_from_several_python_threads_agree_and_restore_blas():
+    """Models called from four Python threads at once give their serial results, and the BLAS
+    thread settings come back whatever order the calls end in."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = [library.get_num_threads() for library in cpu._blas_libraries()]
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(4, 6, 2, bidirectional=True, backend="cpu")
+    inputs = [torch.randn(30, 3, 4) for _ in range(8)]
+    with torch.no_grad():
+        serial = [model(x)[0] for x in inputs]
+        with ThreadPoolExecutor(4) as pool:
+            threaded = list(pool.map(lambda x: model(x)[0], inputs))
+    for a, b in zip(serial, threaded, strict=True):
+        assert torch.equal(a, b)
+    assert [library.get_num_threads() for library in cpu._blas_libraries()] == before

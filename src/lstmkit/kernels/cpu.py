@@ -17,11 +17,11 @@ Shapes: N rows, B sequences, H cell size, P hidden size; gates along 4H as (i, f
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
@@ -52,24 +52,39 @@ def _blas_libraries() -> list:
     return ThreadpoolController().select(user_api="blas").lib_controllers
 
 
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """Run the BLAS calls of a kernel on one thread each, and restore the setting after.
+class _OneBlasThread:
+    """Run the BLAS calls of kernels on one thread each, and restore the setting after.
 
     OpenBLAS's worker threads spin for a while after each call; inside a recurrence of small
     products they stay awake and steal the cores from torch's threads (measured: nn.LSTM ran at
     half speed after a multi-threaded kernel call). The kernel's own threads (``_parts``) use the
-    cores instead. The library handles are looked up once: a fresh lookup costs about 20 µs.
+    cores instead. Kernel calls from several Python threads at once share one saved setting: the
+    first in saves it, the last out restores it. The library handles are looked up once (a fresh
+    lookup costs about 20 µs).
     """
-    libraries = _blas_libraries()
-    before = [library.get_num_threads() for library in libraries]
-    for library in libraries:
-        library.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for library, threads in zip(libraries, before, strict=True):
-            library.set_num_threads(threads)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._saved: list[int] = []
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._running == 0:
+                self._saved = [library.get_num_threads() for library in _blas_libraries()]
+                for library in _blas_libraries():
+                    library.set_num_threads(1)
+            self._running += 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                for library, threads in zip(_blas_libraries(), self._saved, strict=True):
+                    library.set_num_threads(threads)
+
+
+_one_blas_thread = _OneBlasThread()
 
 
 # The least work per thread (multiply-adds of one call's recurrent products) worth splitting for.
@@ -616,7 +631,7 @@ class NumbaLoops:
             *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside), hidden.numpy(), cell.numpy(),
             _blocked(w.w_hh, like, transpose=True), _blocked(w.w_hr, like, transpose=True), *shared,
         )  # fmt: skip
-        with _one_blas_thread():
+        with _one_blas_thread:
             _in_parallel(_forward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
         return hidden, cell
 
@@ -635,7 +650,7 @@ class NumbaLoops:
             _array(gs.d_squashed, like, 2), _array(gs.d_projected, like, 2),
             _blocked(w.w_hh, like), _blocked(w.w_hr, like), *shared,
         )  # fmt: skip
-        with _one_blas_thread():
+        with _one_blas_thread:
             _in_parallel(_backward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
         return dh, dc
 
