@@ -135,12 +135,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    # one allocator policy for every implementation: without it, whether a step faults its
+    # tensors' pages in again depends on the order of allocations (lstmkit.memory)
+    kept = lstmkit.memory.keep_freed_memory()
     backends = args.backends.split(",")
 
     print(
         f"# machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads"
     )
     print(f"# torch {torch.__version__}, lstmkit {lstmkit.__version__}, float32, CPU, {args.rounds} rounds")
+    print(f"# malloc keeps freed memory (lstmkit.memory.keep_freed_memory): {kept}")
     print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_nn_lstm")
     tables: dict[str, list[list[str]]] = {"shapes": [], "variants": []}
     plan = [

@@ -28,6 +28,9 @@ FORBIDDEN = {
     "nn.py": APPLICATIONS,
     "_variants.py": APPLICATIONS,
     "_checks.py": APPLICATIONS,
+    # a leaf: process settings that applications and benchmarks apply, tied to no other room
+    "memory.py": {"nn", "functional", "kernels", "_checks", "_variants", "reference", "reference_variants"}
+    | APPLICATIONS,
     # applications never reach into the command line, which sits on top of them
     **{
         room: {"cli"}

@@ -8,11 +8,14 @@ Public surface:
 - ``reference``: the textbook cell and layer of SPEC.md, the oracle of every fast path.
 - ``reference_variants``: every variant's formulas, step by step, the variants' oracle.
 - ``functional``: stacked networks over packed rows, with backend dispatch.
+- ``memory``: ``keep_freed_memory()``, glibc settings that spare a training loop from faulting
+  its tensors' pages in again at every step (the command line applies them).
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from . import functional as functional
+from . import memory as memory
 from . import reference as reference
 from . import reference_variants as reference_variants
 from .nn import LSTM as LSTM
@@ -33,6 +36,7 @@ __all__ = [
     "RNNCell",
     "LSTMGates",
     "functional",
+    "memory",
     "reference",
     "reference_variants",
     "__version__",

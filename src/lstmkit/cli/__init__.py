@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from .. import memory
 from . import demo, env, evaluate, experiment, explain, predict, train
 
 app = typer.Typer(
@@ -24,5 +25,7 @@ app.add_typer(experiment.app, name="experiment")
 
 
 def main() -> None:
-    """Entry point of the ``lstmkit`` script."""
+    """Entry point of the ``lstmkit`` script. A training loop is the process's whole job here, so
+    malloc keeps freed memory for the next step (``lstmkit.memory``)."""
+    memory.keep_freed_memory()
     app()
