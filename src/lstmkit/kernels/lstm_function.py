@@ -126,15 +126,17 @@ class LSTMLayer(torch.autograd.Function):
         masks = LSTMMasks(*args[N_WEIGHTS : N_WEIGHTS + 3])
         batch_sizes, reverse, options, loops = args[N_WEIGHTS + 3 :]
         pre = x @ w.w_ih.t()  # (N, 4H): the input side of every step at once
-        ih_hat = ih_rstd = None
-        if w.layer_norm_ih is not None:
-            ih_hat, ih_rstd = layer_norm(pre)
-            pre = ih_hat * w.layer_norm_ih
+        ih_input = ih_mean = ih_rstd = None
+        if w.layer_norm_ih is not None:  # one fused pass; its backward is aten's too
+            ih_input = pre
+            pre, ih_mean, ih_rstd = torch.native_layer_norm(
+                pre, pre.shape[1:], w.layer_norm_ih, None, LAYER_NORM_EPS
+            )
         if w.b_ih is not None:
             pre += w.b_ih + w.b_hh
         ws = _workspace(pre, h0, c0, w, masks, options)
         hidden, cell = loops.forward(ws, h0, c0, w, masks, batch_sizes, reverse, options)
-        ctx.save_for_backward(x, h0, c0, *w, *masks, *ws, ih_hat, ih_rstd)
+        ctx.save_for_backward(x, h0, c0, *w, *masks, *ws, ih_input, ih_mean, ih_rstd)
         ctx.batch_sizes, ctx.reverse, ctx.options, ctx.loops = batch_sizes, reverse, options, loops
         ctx.mark_non_differentiable(ws.gates, ws.cells)
         # otherwise autograd hands backward zeros for gates and cells, (N, 5H) never read
@@ -149,7 +151,7 @@ class LSTMLayer(torch.autograd.Function):
         w = LSTMWeights(*saved[3 : 3 + N_WEIGHTS])
         masks = LSTMMasks(*saved[3 + N_WEIGHTS : 6 + N_WEIGHTS])
         ws = Workspace(*saved[6 + N_WEIGHTS : 6 + N_WEIGHTS + len(Workspace._fields)])
-        ih_hat, ih_rstd = saved[-2:]
+        ih_input, ih_mean, ih_rstd = saved[-3:]
         layer_norm_on = w.layer_norm_ih is not None
 
         prev = previous_rows(ctx.batch_sizes, ctx.reverse, x.device)
@@ -181,11 +183,19 @@ class LSTMLayer(torch.autograd.Function):
         del hidden_in
         d_input_side = d_gates  # (N, 4H) dL/d(W_ih x)
         if layer_norm_on:
-            grads["layer_norm_ih"] = (d_gates * ih_hat).sum(0)
             grads["layer_norm_hh"] = (d_gates * ws.hh_hat).sum(0)
             grads["layer_norm_cell_weight"] = (gs.d_squashed * ws.cell_hat).sum(0)
             grads["layer_norm_cell_bias"] = gs.d_squashed.sum(0)
-            d_input_side = layer_norm_backward(d_gates * w.layer_norm_ih, ih_hat, ih_rstd)
+            d_input_side, grads["layer_norm_ih"], _ = torch.ops.aten.native_layer_norm_backward(
+                d_gates,
+                ih_input,
+                ih_input.shape[1:],
+                ih_mean,
+                ih_rstd,
+                w.layer_norm_ih,
+                None,
+                [True, True, False],
+            )
         d_x = d_input_side @ w.w_ih if ctx.needs_input_grad[0] else None
         grads["w_ih"] = d_input_side.t() @ x
         if w.b_ih is not None:
