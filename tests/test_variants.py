@@ -181,6 +181,28 @@ def test_half_precision_runs_the_cpu_kernel_in_float32(options, dtype, bound):
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "options, bias",
+    [({}, True), ({}, False), (dict(peephole=True, zoneout=0.3, recurrent_dropout=0.3, cell_clip=1.0), True)],
+    ids=["plain", "no bias", "options"],
+)
+def test_cpu_kernel_input_projection_beside_the_recurrence_equals_reference(
+    options, bias, dtype, monkeypatch
+):
+    """The input side computed chunk by chunk on a second thread while the recurrence runs, forced
+    at small sizes, both directions, sequences of different lengths: the reference's results."""
+    monkeypatch.setattr(cpu, "MIN_OVERLAP_WORK", 1)
+    monkeypatch.setattr(cpu, "MIN_OVERLAP_BATCH", 1)
+    overlapped = []
+    real = cpu._overlapped
+    monkeypatch.setattr(cpu, "_overlapped", lambda *a: overlapped.append(a[-2]) or real(*a))
+    results = _run_both(options, backend="cpu", lengths=[6, 2, 5, 1], dtype=dtype, bias=bias)
+    assert sorted(overlapped) == [False, False, True, True]  # 2 layers x 2 directions
+    _assert_close(results, options)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 def test_cpu_kernel_splits_the_batch_by_work(monkeypatch):
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 10)
     threads = torch.get_num_threads()

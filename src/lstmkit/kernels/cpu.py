@@ -309,6 +309,16 @@ def _product(a, weight, out):
 
 
 @_jit
+def _project(x, weight, bias, out):
+    """out = x @ W + bias for W as ``_blocked`` takes it; ``bias`` (N,) may be empty."""
+    _product(x, weight, out)
+    if bias.shape[0] > 0:
+        for r in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[r, j] += bias[j]
+
+
+@_jit
 def _mix(keep, old, new, result, k):
     """result = keep * old + (1 - keep) * new, elementwise: zoneout."""
     for j in range(result.shape[0]):
@@ -615,12 +625,74 @@ def _step_work(w: LSTMWeights) -> int:
     return work if w.w_hr is None else work + w.w_hr.numel()
 
 
+# The input projection runs beside the recurrence, step chunk by step chunk on a second thread,
+# when the recurrence runs on one thread and there is enough of it (measured, (100, 32, 128)
+# inference: 8.7 ms -> 7.5 ms in all; at batch 1, (1000, 1, 128), it cost 4.4 ms -> 5.1 ms).
+MIN_OVERLAP_WORK = 2**22  # multiply-adds of the projection
+MIN_OVERLAP_BATCH = 8
+OVERLAP_CHUNKS = 4
+
+
+def _overlapped(
+    arguments: tuple, x: np.ndarray, w: LSTMWeights, like: np.ndarray, reverse: bool, last: tuple
+) -> None:
+    """The forward recurrence in ``OVERLAP_CHUNKS`` calls over consecutive steps, in visiting order,
+    each once a second thread has written its rows' input side, x W_ih^T + b_ih + b_hh, into the
+    gate array; ``arguments`` are ``_forward``'s up to the offsets and batch sizes, which end it."""
+    offsets, sizes = arguments[-2:]
+    bounds = np.linspace(0, sizes.shape[0], OVERLAP_CHUNKS + 1).astype(np.int64)
+    chunks = list(zip(bounds[:-1], bounds[1:], strict=True))[:: -1 if reverse else 1]
+    weight = _blocked(w.w_ih, like, transpose=True)
+    bias = _array(None if w.b_ih is None else w.b_ih + w.b_hh, like, 1)
+
+    def project(chunk: tuple[int, int]) -> None:
+        start, stop = offsets[chunk[0]], offsets[chunk[1] - 1] + sizes[chunk[1] - 1]
+        _project(x[start:stop], weight, bias, like[start:stop])
+
+    ready = [threading.Event() for _ in chunks]
+    failures: list[BaseException] = []
+
+    def project_the_rest() -> None:
+        try:
+            for index in range(1, len(chunks)):
+                project(chunks[index])
+                ready[index].set()
+        except BaseException as error:  # handed to the recurrence's thread, which re-raises it
+            failures.append(error)
+        finally:
+            for event in ready:
+                event.set()
+
+    project(chunks[0])
+    future = _pool().submit(project_the_rest)
+    try:
+        for index, (first, stop) in enumerate(chunks):
+            if index:
+                ready[index].wait()
+            if failures:
+                raise failures[0]
+            _forward(
+                *arguments[:-2], offsets[first:stop], sizes[first:stop], 0, int(sizes[0]), reverse, *last
+            )
+    finally:
+        wait([future])
+
+
 class NumbaLoops:
     """The LSTM recurrences as one compiled call each (see ``lstm_function.Loops``)."""
 
+    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
+        """Overlap the input projection with a one-thread recurrence that is large enough."""
+        return (
+            batch_sizes[0] >= MIN_OVERLAP_BATCH
+            and len(batch_sizes) >= OVERLAP_CHUNKS
+            and x.shape[0] * w.w_ih.numel() >= MIN_OVERLAP_WORK
+            and len(_parts(np.asarray(batch_sizes, dtype=np.int64), _step_work(w))) == 1
+        )
+
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         hidden, cell = h0.detach().clone().contiguous(), c0.detach().clone().contiguous()
         like = ws.gates.numpy()
@@ -632,7 +704,10 @@ class NumbaLoops:
             _blocked(w.w_hh, like, transpose=True), _blocked(w.w_hr, like, transpose=True), *shared,
         )  # fmt: skip
         with _one_blas_thread:
-            _in_parallel(_forward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
+            if x is None:
+                _in_parallel(_forward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
+            else:
+                _overlapped(arguments, _array(x, like, 2), w, like, reverse, last)
         return hidden, cell
 
     def backward(

@@ -76,11 +76,15 @@ class Gradients(NamedTuple):
 class Loops(Protocol):
     """A backend's recurrences over packed rows, in the visiting order of ``rows.step_ranges``."""
 
+    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
+        """Whether ``forward`` should compute the input side itself (no layer norm on it)."""
+
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """Fill ``ws``; return the final (h (B, P), c (B, H))."""
+        """Fill ``ws``; return the final (h (B, P), c (B, H)). Given ``x`` (N, I), ``ws.gates``
+        arrives empty and ``forward`` fills each row with x W_ih^T + b_ih + b_hh before its step."""
 
     def backward(
         self, ws: Workspace, gs: Gradients, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, w: LSTMWeights,
@@ -125,17 +129,23 @@ class LSTMLayer(torch.autograd.Function):
         w = LSTMWeights(*args[:N_WEIGHTS])
         masks = LSTMMasks(*args[N_WEIGHTS : N_WEIGHTS + 3])
         batch_sizes, reverse, options, loops = args[N_WEIGHTS + 3 :]
-        pre = x @ w.w_ih.t()  # (N, 4H): the input side of every step at once
         ih_input = ih_mean = ih_rstd = None
-        if w.layer_norm_ih is not None:  # one fused pass; its backward is aten's too
-            ih_input = pre
-            pre, ih_mean, ih_rstd = torch.native_layer_norm(
-                pre, pre.shape[1:], w.layer_norm_ih, None, LAYER_NORM_EPS
-            )
-        if w.b_ih is not None:
-            pre += w.b_ih + w.b_hh
+        overlap = w.layer_norm_ih is None and loops.projects_input(x, w, batch_sizes)
+        if overlap:  # the loops project each step's rows while the recurrence runs
+            pre = x.new_empty(x.shape[0], w.w_ih.shape[0])
+        else:
+            pre = x @ w.w_ih.t()  # (N, 4H): the input side of every step at once
+            if w.layer_norm_ih is not None:  # one fused pass; its backward is aten's too
+                ih_input = pre
+                pre, ih_mean, ih_rstd = torch.native_layer_norm(
+                    pre, pre.shape[1:], w.layer_norm_ih, None, LAYER_NORM_EPS
+                )
+            if w.b_ih is not None:
+                pre += w.b_ih + w.b_hh
         ws = _workspace(pre, h0, c0, w, masks, options)
-        hidden, cell = loops.forward(ws, h0, c0, w, masks, batch_sizes, reverse, options)
+        hidden, cell = loops.forward(
+            ws, h0, c0, w, masks, batch_sizes, reverse, options, x if overlap else None
+        )
         ctx.save_for_backward(x, h0, c0, *w, *masks, *ws, ih_input, ih_mean, ih_rstd)
         ctx.batch_sizes, ctx.reverse, ctx.options, ctx.loops = batch_sizes, reverse, options, loops
         ctx.mark_non_differentiable(ws.gates, ws.cells)
