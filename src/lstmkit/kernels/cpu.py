@@ -6,7 +6,8 @@ direction and pass, every step runs the recurrent matrix product on BLAS (Numba'
 SciPy's OpenBLAS, in the blocks of ``_blocked`` that take its small-matrix path) and the gate
 arithmetic of every variant of ``contract`` fused, unit by unit, with no Python between steps.
 Large calls split the batch into ranges of sequences that run on threads of their own
-(``_parts``). It computes the formulas of docs/variants.md in the order of
+(``_parts``); a one-thread recurrence has its input projection computed beside it, step chunk by
+step chunk, on a second thread (``_overlapped``). It computes the formulas of docs/variants.md in the order of
 ``torch_ops.TorchLoops``; both are tested against ``reference_variants``.
 
 Compiled code is cached on disk (``cache=True``); it depends on dtype (float32 or float64), never
@@ -626,9 +627,12 @@ def _step_work(w: LSTMWeights) -> int:
 
 
 # The input projection runs beside the recurrence, step chunk by step chunk on a second thread,
-# when the recurrence runs on one thread and there is enough of it (measured, (100, 32, 128)
-# inference: 8.7 ms -> 7.5 ms in all; at batch 1, (1000, 1, 128), it cost 4.4 ms -> 5.1 ms).
-MIN_OVERLAP_WORK = 2**22  # multiply-adds of the projection
+# when the recurrence runs on one thread and the projection is large enough. Measured against
+# nn.LSTM, interleaved with it in random order (so torch's spinning workers are often about):
+# (100, 64, 128), 4.2e8 multiply-adds, inference 1.90x -> 1.64x, training 1.04x -> 0.99x; but
+# (100, 32, 128), 2.1e8, training 1.28x -> 1.41x and (100, 16, 128) inference 1.63x -> 2.00x;
+# at batch 1, (1000, 1, 128), 4.4 ms -> 5.1 ms.
+MIN_OVERLAP_WORK = 2**28  # multiply-adds of the projection
 MIN_OVERLAP_BATCH = 8
 OVERLAP_CHUNKS = 4
 

@@ -1,7 +1,8 @@
 """The LSTM layer's autograd Function, shared by the backends that differ only in their loops.
 
 Forward computes the input side of all steps at once (one matrix product, layer norm, biases),
-allocates the workspace, and hands the recurrence to a backend's ``Loops.forward``. Backward
+or leaves it to loops that overlap it with their recurrence (``Loops.projects_input``), allocates
+the workspace, and hands the recurrence to a backend's ``Loops.forward``. Backward
 hands the reverse recurrence to ``Loops.backward``, which fills the per-row gradients of the
 gate pre-activations; every parameter gradient and the input gradient are then one product or
 sum over all rows here. Formulas in docs/variants.md; layout in ``lstmkit.kernels``.
