@@ -69,7 +69,7 @@ QUICK_SHAPES = [Case(10, 4, 16), Case(10, 2, 16, layers=2, bidirectional=True)]
 QUICK_VARIANTS = [Case(10, 4, 16, options=dict(layer_norm=True, zoneout=0.1), label="layer_norm+zoneout")]
 
 
-def _runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
+def runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
     if mode == "inference":
 
         def run() -> None:
@@ -92,7 +92,7 @@ def measure(case: Case, mode: str, backends: list[str], rounds: int) -> dict[str
     torch.manual_seed(0)
     theirs = torch.nn.LSTM(case.hidden, case.hidden, case.layers, bidirectional=case.bidirectional)
     x = torch.randn(case.steps, case.batch, case.hidden)
-    calls = {"nn.LSTM": _runner(theirs, x, mode)}
+    calls = {"nn.LSTM": runner(theirs, x, mode)}
     ours_input = x
     if case.packed:
         lengths = torch.randint(case.steps // 2, case.steps + 1, (case.batch,))
@@ -106,7 +106,7 @@ def measure(case: Case, mode: str, backends: list[str], rounds: int) -> dict[str
             backend=backend,
             **case.options,
         )
-        calls[backend] = _runner(ours, ours_input, mode)
+        calls[backend] = runner(ours, ours_input, mode)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up
         call()

@@ -24,16 +24,11 @@ import sys
 import torch
 
 import lstmkit
+from bench_lstm import runner  # the same training step as the timings (this folder)
 
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _step(model: torch.nn.Module, x: torch.Tensor) -> None:
-    model.zero_grad(set_to_none=True)
-    out, (h, c) = model(x)
-    (out.sum() + h.sum() + c.sum()).backward()
 
 
 def child(impl: str, steps: int, batch: int, hidden: int, layers: int, bidirectional: bool) -> None:
@@ -44,11 +39,11 @@ def child(impl: str, steps: int, batch: int, hidden: int, layers: int, bidirecti
         model = torch.nn.LSTM(hidden, hidden, **kwargs)
     else:
         model = lstmkit.LSTM(hidden, hidden, **kwargs, backend=impl)
-    _step(model, torch.randn(2, batch, hidden))  # compile, initialise, allocate the gradients
-    x = torch.randn(steps, batch, hidden)
+    runner(model, torch.randn(2, batch, hidden), "training")()  # compile, initialise, allocate gradients
+    step = runner(model, torch.randn(steps, batch, hidden), "training")
     gc.collect()
     before = _peak_mib()
-    _step(model, x)
+    step()
     print(json.dumps({"impl": impl, "rise_mib": _peak_mib() - before}))
 
 

@@ -37,14 +37,10 @@ def test_deterministic_run_to_run(backend):
 
 
 @needs_cpu
-def test_deterministic_run_to_run_with_the_batch_split_over_threads(monkeypatch):
+def test_deterministic_run_to_run_with_the_batch_split_over_threads(monkeypatch, torch_threads):
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        test_deterministic_run_to_run("cpu")
-    finally:
-        torch.set_num_threads(threads)
+    torch_threads(2)
+    test_deterministic_run_to_run("cpu")
 
 
 @needs_cpu

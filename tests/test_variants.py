@@ -140,7 +140,7 @@ def test_random_combinations_equal_reference(backend, options, **config):
     [{}, dict(layer_norm=True, peephole=True, zoneout=(0.3, 0.2), recurrent_dropout=0.3, cell_clip=1.0)],
     ids=["plain", "every option"],
 )
-def test_cpu_kernel_threads_and_blocked_products_equal_reference(options, dtype, monkeypatch):
+def test_cpu_kernel_threads_and_blocked_products_equal_reference(options, dtype, monkeypatch, torch_threads):
     """The cpu kernel's batch split over threads and its products in row blocks and column
     panels, forced at small sizes, against the reference: 11 sequences split over 2 threads, each
     product in blocks of 4 rows and panels of 10 columns (W_hh: 3 x 20)."""
@@ -149,13 +149,9 @@ def test_cpu_kernel_threads_and_blocked_products_equal_reference(options, dtype,
     assert cpu._blocked(torch.zeros(20, 3), np.zeros(0, np.float64), transpose=True)[0].shape == (2, 3, 10)
     splits = []
     monkeypatch.setattr(cpu, "_parts", lambda *a, parts=cpu._parts: splits.append(parts(*a)) or splits[-1])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        lengths = [6, 2, 5, 1, 6, 6, 3, 4, 1, 2, 5]
-        results = _run_both(options, backend="cpu", lengths=lengths, batch=len(lengths), dtype=dtype)
-    finally:
-        torch.set_num_threads(threads)
+    torch_threads(2)
+    lengths = [6, 2, 5, 1, 6, 6, 3, 4, 1, 2, 5]
+    results = _run_both(options, backend="cpu", lengths=lengths, batch=len(lengths), dtype=dtype)
     assert len(splits) == 8 and all(len(parts) == 2 for parts in splits)  # 4 layer directions x 2 passes
     _assert_close(results, options)
 
@@ -203,20 +199,16 @@ def test_cpu_kernel_input_projection_beside_the_recurrence_equals_reference(
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
-def test_cpu_kernel_splits_the_batch_by_work(monkeypatch):
+def test_cpu_kernel_splits_the_batch_by_work(monkeypatch, torch_threads):
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 10)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        # sequences of 6, 5, 2, 1, 1 steps: 15 steps in all, the first two 11 of them
-        assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 10) == [(0, 2), (2, 5)]
-        assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 1) == [(0, 5)]  # 15 < MIN_THREAD_WORK
-        assert cpu._parts(np.array([1, 1, 1]), 100) == [(0, 1)]  # one sequence: nothing to split
-        assert cpu._parts(np.array([4, 4]), 1) == [(0, 4)]  # 8 units: below MIN_THREAD_WORK
-        torch.set_num_threads(1)
-        assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 10) == [(0, 5)]  # torch's thread count
-    finally:
-        torch.set_num_threads(threads)
+    torch_threads(2)
+    # sequences of 6, 5, 2, 1, 1 steps: 15 steps in all, the first two 11 of them
+    assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 10) == [(0, 2), (2, 5)]
+    assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 1) == [(0, 5)]  # 15 < MIN_THREAD_WORK
+    assert cpu._parts(np.array([1, 1, 1]), 100) == [(0, 1)]  # one sequence: nothing to split
+    assert cpu._parts(np.array([4, 4]), 1) == [(0, 4)]  # 8 units: below MIN_THREAD_WORK
+    torch_threads(1)
+    assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 10) == [(0, 5)]  # torch's thread count
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
