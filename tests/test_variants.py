@@ -11,7 +11,7 @@ from torch.autograd import gradcheck
 
 import lstmkit
 from lstmkit import functional, reference_variants
-from lstmkit.kernels import cpu, torch_ops
+from lstmkit.kernels import cpu, pool, torch_ops
 from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 
 from ._compare import TOLERANCE
@@ -140,10 +140,16 @@ def test_random_combinations_equal_reference(backend, options, **config):
     [{}, dict(layer_norm=True, peephole=True, zoneout=(0.3, 0.2), recurrent_dropout=0.3, cell_clip=1.0)],
     ids=["plain", "every option"],
 )
-def test_cpu_kernel_threads_and_blocked_products_equal_reference(options, dtype, monkeypatch, torch_threads):
-    """The cpu kernel's batch split over threads and its products in row blocks and column
-    panels, forced at small sizes, against the reference: 11 sequences split over 2 threads, each
-    product in blocks of 4 rows and panels of 10 columns (W_hh: 3 x 20)."""
+@pytest.mark.parametrize("runtime", ["torch's OpenMP", "thread pool"])
+def test_cpu_kernel_threads_and_blocked_products_equal_reference(
+    options, dtype, runtime, monkeypatch, torch_threads
+):
+    """The cpu kernel's batch split over threads (on torch's OpenMP threads, and on the fallback's
+    thread pool) and its products in row blocks and column panels, forced at small sizes, against
+    the reference: 11 sequences split over 2 threads, each product in blocks of 4 rows and panels
+    of 10 columns (W_hh: 3 x 20)."""
+    if runtime == "thread pool":
+        monkeypatch.setattr(pool, "_openmp", lambda: None)
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "SMALL_PRODUCT", 200)
     assert cpu._blocked(torch.zeros(20, 3), np.zeros(0, np.float64), transpose=True)[0].shape == (2, 3, 10)
@@ -174,28 +180,6 @@ def test_half_precision_runs_the_cpu_kernel_in_float32(options, dtype, bound):
         assert a.dtype == dtype, f"item {k}: {a.dtype}"
         error = float((a.double() - b).abs().max())
         assert error <= bound * max(1.0, float(b.abs().max())), f"item {k}: error {error}"
-
-
-@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize(
-    "options, bias",
-    [({}, True), ({}, False), (dict(peephole=True, zoneout=0.3, recurrent_dropout=0.3, cell_clip=1.0), True)],
-    ids=["plain", "no bias", "options"],
-)
-def test_cpu_kernel_input_projection_beside_the_recurrence_equals_reference(
-    options, bias, dtype, monkeypatch
-):
-    """The input side computed chunk by chunk on a second thread while the recurrence runs, forced
-    at small sizes, both directions, sequences of different lengths: the reference's results."""
-    monkeypatch.setattr(cpu, "MIN_OVERLAP_WORK", 1)
-    monkeypatch.setattr(cpu, "MIN_OVERLAP_BATCH", 1)
-    overlapped = []
-    real = cpu._overlapped
-    monkeypatch.setattr(cpu, "_overlapped", lambda *a: overlapped.append(a[-2]) or real(*a))
-    results = _run_both(options, backend="cpu", lengths=[6, 2, 5, 1], dtype=dtype, bias=bias)
-    assert sorted(overlapped) == [False, False, True, True]  # 2 layers x 2 directions
-    _assert_close(results, options)
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")

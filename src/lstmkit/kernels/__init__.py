@@ -15,6 +15,8 @@ lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
 - ``contract``: the weights, options and masks every LSTM kernel takes;
 - ``rows``: index arithmetic on packed rows;
 - ``lstm_function``: the LSTM autograd Function, whose two recurrences a backend supplies;
+- ``matmul``: the whole-sequence products, on oneDNN where torch has it;
+- ``pool``: independent parts of a kernel call, run on torch's own OpenMP threads;
 - ``torch_ops``: backend "torch" (the recurrences as PyTorch calls; the plain RNN);
 - ``cpu``: backend "cpu" (the recurrences compiled with Numba).
 """

@@ -5,9 +5,8 @@ the parameter gradients as whole-sequence matrix products in PyTorch). Inside on
 direction and pass, every step runs the recurrent matrix product on BLAS (Numba's ``np.dot``,
 SciPy's OpenBLAS, in the blocks of ``_blocked`` that take its small-matrix path) and the gate
 arithmetic of every variant of ``contract`` fused, unit by unit, with no Python between steps.
-Large calls split the batch into ranges of sequences that run on threads of their own
-(``_parts``); a one-thread recurrence has its input projection computed beside it, step chunk by
-step chunk, on a second thread (``_overlapped``). It computes the formulas of docs/variants.md in the order of
+Calls with enough work split the batch into ranges of sequences that run on torch's own threads
+(``_parts``, ``pool.run``). It computes the formulas of docs/variants.md in the order of
 ``torch_ops.TorchLoops``; both are tested against ``reference_variants``.
 
 Compiled code is cached on disk (``cache=True``); it depends on dtype (float32 or float64), never
@@ -20,15 +19,14 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from . import pool
 from .contract import LAYER_NORM_EPS, LSTMMasks, LSTMOptions, LSTMWeights
 from .lstm_function import Gradients, Workspace, lstm_layer_with
 
@@ -58,8 +56,8 @@ class _OneBlasThread:
 
     OpenBLAS's worker threads spin for a while after each call; inside a recurrence of small
     products they stay awake and steal the cores from torch's threads (measured: nn.LSTM ran at
-    half speed after a multi-threaded kernel call). The kernel's own threads (``_parts``) use the
-    cores instead. Kernel calls from several Python threads at once share one saved setting: the
+    half speed after a multi-threaded kernel call). The kernel's parts (``_parts``) use the cores
+    instead, on torch's own threads. Kernel calls from several Python threads at once share one saved setting: the
     first in saves it, the last out restores it. The library handles are looked up once (a fresh
     lookup costs about 20 µs).
     """
@@ -88,12 +86,11 @@ class _OneBlasThread:
 _one_blas_thread = _OneBlasThread()
 
 
-# The least work per thread (multiply-adds of one call's recurrent products) worth splitting for.
-# Measured on the 2-core machines: (T, B, H) = (100, 64, 256), 1.7e9 in all, ran 1.8x -> 1.5x
-# nn.LSTM's time in inference and 1.17x -> 0.99x in training on two threads; (100, 32, 128), 2.1e8,
-# gained nothing (1.84x -> 1.89x, 1.44x -> 1.49x): torch's OpenMP workers keep spinning for some
-# milliseconds after its last parallel operation (the input projection), taking the second core.
-MIN_THREAD_WORK = 2**28
+# The least work per thread (multiply-adds of one call's recurrent products) worth splitting for:
+# a parallel region of torch's pool costs about 50 µs (``pool``). Measured against nn.LSTM on the
+# 2-core machines, split in two / whole: (T, B, H) = (100, 8, 128), 2.6e7 per thread, inference
+# 1.32x / 1.61x; (100, 4, 128), 1.3e7, 1.50x / 1.46x; (100, 2, 64), 1.31x / 1.19x.
+MIN_THREAD_WORK = 2**24
 
 
 def _parts(batch_sizes: np.ndarray, step_work: int) -> list[tuple[int, int]]:
@@ -112,30 +109,6 @@ def _parts(batch_sizes: np.ndarray, step_work: int) -> list[tuple[int, int]]:
     cuts = np.searchsorted(work, work[-1] * np.arange(1, threads) / threads) + 1
     bounds = [0, *sorted({int(c) for c in cuts if 0 < c < batch}), batch]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The kernel's worker threads, created on first use (and again in a forked child, which
-    inherits the pool but not its threads)."""
-    global _POOL
-    if _POOL is None or _POOL[0] != os.getpid():
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count(), thread_name_prefix="lstmkit"))
-    return _POOL[1]
-
-
-def _in_parallel(kernel: Callable, before: tuple, parts: list[tuple[int, int]], after: tuple) -> None:
-    """``kernel(*before, first, last, *after)`` for every part, the first on this thread; the
-    kernels release the GIL."""
-    futures: list[Future] = [_pool().submit(kernel, *before, *part, *after) for part in parts[1:]]
-    try:
-        kernel(*before, *parts[0], *after)
-    finally:
-        wait(futures)  # never leave a thread writing into buffers the caller may free
-    for future in futures:
-        future.result()
 
 
 def _jit(function=None, *, inline: str = "never"):
@@ -307,16 +280,6 @@ def _product(a, weight, out):
             for p in range(count):
                 np.dot(a[r0:r1], panels[p], scratch[: r1 - r0])
                 out[r0:r1, p * width : (p + 1) * width] = scratch[: r1 - r0]
-
-
-@_jit
-def _project(x, weight, bias, out):
-    """out = x @ W + bias for W as ``_blocked`` takes it; ``bias`` (N,) may be empty."""
-    _product(x, weight, out)
-    if bias.shape[0] > 0:
-        for r in range(out.shape[0]):
-            for j in range(out.shape[1]):
-                out[r, j] += bias[j]
 
 
 @_jit
@@ -626,77 +589,12 @@ def _step_work(w: LSTMWeights) -> int:
     return work if w.w_hr is None else work + w.w_hr.numel()
 
 
-# The input projection runs beside the recurrence, step chunk by step chunk on a second thread,
-# when the recurrence runs on one thread and the projection is large enough. Measured against
-# nn.LSTM, interleaved with it in random order (so torch's spinning workers are often about):
-# (100, 64, 128), 4.2e8 multiply-adds, inference 1.90x -> 1.64x, training 1.04x -> 0.99x; but
-# (100, 32, 128), 2.1e8, training 1.28x -> 1.41x and (100, 16, 128) inference 1.63x -> 2.00x;
-# at batch 1, (1000, 1, 128), 4.4 ms -> 5.1 ms.
-MIN_OVERLAP_WORK = 2**28  # multiply-adds of the projection
-MIN_OVERLAP_BATCH = 8
-OVERLAP_CHUNKS = 4
-
-
-def _overlapped(
-    arguments: tuple, x: np.ndarray, w: LSTMWeights, like: np.ndarray, reverse: bool, last: tuple
-) -> None:
-    """The forward recurrence in ``OVERLAP_CHUNKS`` calls over consecutive steps, in visiting order,
-    each once a second thread has written its rows' input side, x W_ih^T + b_ih + b_hh, into the
-    gate array; ``arguments`` are ``_forward``'s up to the offsets and batch sizes, which end it."""
-    offsets, sizes = arguments[-2:]
-    bounds = np.linspace(0, sizes.shape[0], OVERLAP_CHUNKS + 1).astype(np.int64)
-    chunks = list(zip(bounds[:-1], bounds[1:], strict=True))[:: -1 if reverse else 1]
-    weight = _blocked(w.w_ih, like, transpose=True)
-    bias = _array(None if w.b_ih is None else w.b_ih + w.b_hh, like, 1)
-
-    def project(chunk: tuple[int, int]) -> None:
-        start, stop = offsets[chunk[0]], offsets[chunk[1] - 1] + sizes[chunk[1] - 1]
-        _project(x[start:stop], weight, bias, like[start:stop])
-
-    ready = [threading.Event() for _ in chunks]
-    failures: list[BaseException] = []
-
-    def project_the_rest() -> None:
-        try:
-            for index in range(1, len(chunks)):
-                project(chunks[index])
-                ready[index].set()
-        except BaseException as error:  # handed to the recurrence's thread, which re-raises it
-            failures.append(error)
-        finally:
-            for event in ready:
-                event.set()
-
-    project(chunks[0])
-    future = _pool().submit(project_the_rest)
-    try:
-        for index, (first, stop) in enumerate(chunks):
-            if index:
-                ready[index].wait()
-            if failures:
-                raise failures[0]
-            _forward(
-                *arguments[:-2], offsets[first:stop], sizes[first:stop], 0, int(sizes[0]), reverse, *last
-            )
-    finally:
-        wait([future])
-
-
 class NumbaLoops:
     """The LSTM recurrences as one compiled call each (see ``lstm_function.Loops``)."""
 
-    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        """Overlap the input projection with a one-thread recurrence that is large enough."""
-        return (
-            batch_sizes[0] >= MIN_OVERLAP_BATCH
-            and len(batch_sizes) >= OVERLAP_CHUNKS
-            and x.shape[0] * w.w_ih.numel() >= MIN_OVERLAP_WORK
-            and len(_parts(np.asarray(batch_sizes, dtype=np.int64), _step_work(w))) == 1
-        )
-
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         hidden, cell = h0.detach().clone().contiguous(), c0.detach().clone().contiguous()
         like = ws.gates.numpy()
@@ -708,10 +606,7 @@ class NumbaLoops:
             _blocked(w.w_hh, like, transpose=True), _blocked(w.w_hr, like, transpose=True), *shared,
         )  # fmt: skip
         with _one_blas_thread:
-            if x is None:
-                _in_parallel(_forward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
-            else:
-                _overlapped(arguments, _array(x, like, 2), w, like, reverse, last)
+            pool.run(_forward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
         return hidden, cell
 
     def backward(
@@ -730,7 +625,7 @@ class NumbaLoops:
             _blocked(w.w_hh, like), _blocked(w.w_hr, like), *shared,
         )  # fmt: skip
         with _one_blas_thread:
-            _in_parallel(_backward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
+            pool.run(_backward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
         return dh, dc
 
 

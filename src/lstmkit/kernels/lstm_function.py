@@ -1,11 +1,10 @@
 """The LSTM layer's autograd Function, shared by the backends that differ only in their loops.
 
 Forward computes the input side of all steps at once (one matrix product, layer norm, biases),
-or leaves it to loops that overlap it with their recurrence (``Loops.projects_input``), allocates
-the workspace, and hands the recurrence to a backend's ``Loops.forward``. Backward
+allocates the workspace, and hands the recurrence to a backend's ``Loops.forward``. Backward
 hands the reverse recurrence to ``Loops.backward``, which fills the per-row gradients of the
 gate pre-activations; every parameter gradient and the input gradient are then one product or
-sum over all rows here. Formulas in docs/variants.md; layout in ``lstmkit.kernels``.
+sum over all rows here (``matmul``, on oneDNN where torch has it). Formulas in docs/variants.md; layout in ``lstmkit.kernels``.
 
 Shapes: N rows, B sequences, I inputs, H cell size, P hidden size; gates along 4H as (i, f, g, o).
 """
@@ -20,6 +19,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from .contract import LAYER_NORM_EPS, NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
+from .matmul import linear, times, weight_gradient
 from .rows import previous_rows, row_positions
 
 N_WEIGHTS = len(LSTMWeights._fields)
@@ -77,15 +77,11 @@ class Gradients(NamedTuple):
 class Loops(Protocol):
     """A backend's recurrences over packed rows, in the visiting order of ``rows.step_ranges``."""
 
-    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        """Whether ``forward`` should compute the input side itself (no layer norm on it)."""
-
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """Fill ``ws``; return the final (h (B, P), c (B, H)). Given ``x`` (N, I), ``ws.gates``
-        arrives empty and ``forward`` fills each row with x W_ih^T + b_ih + b_hh before its step."""
+        """Fill ``ws``; return the final (h (B, P), c (B, H))."""
 
     def backward(
         self, ws: Workspace, gs: Gradients, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, w: LSTMWeights,
@@ -131,22 +127,18 @@ class LSTMLayer(torch.autograd.Function):
         masks = LSTMMasks(*args[N_WEIGHTS : N_WEIGHTS + 3])
         batch_sizes, reverse, options, loops = args[N_WEIGHTS + 3 :]
         ih_input = ih_mean = ih_rstd = None
-        overlap = w.layer_norm_ih is None and loops.projects_input(x, w, batch_sizes)
-        if overlap:  # the loops project each step's rows while the recurrence runs
-            pre = x.new_empty(x.shape[0], w.w_ih.shape[0])
-        else:
-            pre = x @ w.w_ih.t()  # (N, 4H): the input side of every step at once
-            if w.layer_norm_ih is not None:  # one fused pass; its backward is aten's too
-                ih_input = pre
-                pre, ih_mean, ih_rstd = torch.native_layer_norm(
-                    pre, pre.shape[1:], w.layer_norm_ih, None, LAYER_NORM_EPS
-                )
-            if w.b_ih is not None:
-                pre += w.b_ih + w.b_hh
+        bias = None if w.b_ih is None else w.b_ih + w.b_hh
+        if w.layer_norm_ih is None:
+            pre = linear(x, w.w_ih, bias)  # (N, 4H): the input side of every step at once
+        else:  # one fused pass; its backward is aten's too
+            ih_input = linear(x, w.w_ih)
+            pre, ih_mean, ih_rstd = torch.native_layer_norm(
+                ih_input, ih_input.shape[1:], w.layer_norm_ih, None, LAYER_NORM_EPS
+            )
+            if bias is not None:
+                pre += bias
         ws = _workspace(pre, h0, c0, w, masks, options)
-        hidden, cell = loops.forward(
-            ws, h0, c0, w, masks, batch_sizes, reverse, options, x if overlap else None
-        )
+        hidden, cell = loops.forward(ws, h0, c0, w, masks, batch_sizes, reverse, options)
         ctx.save_for_backward(x, h0, c0, *w, *masks, *ws, ih_input, ih_mean, ih_rstd)
         ctx.batch_sizes, ctx.reverse, ctx.options, ctx.loops = batch_sizes, reverse, options, loops
         ctx.mark_non_differentiable(ws.gates, ws.cells)
@@ -190,7 +182,7 @@ class LSTMLayer(torch.autograd.Function):
         hidden_in = gather_previous(ws.out, h0, prev)
         if masks.recurrent is not None:
             hidden_in.mul_(masks.recurrent.index_select(0, row_positions(ctx.batch_sizes, x.device)))
-        grads["w_hh"] = gs.d_recurrent.t() @ hidden_in
+        grads["w_hh"] = weight_gradient(gs.d_recurrent, hidden_in)
         del hidden_in
         d_input_side = d_gates  # (N, 4H) dL/d(W_ih x)
         if layer_norm_on:
@@ -207,13 +199,13 @@ class LSTMLayer(torch.autograd.Function):
                 None,
                 [True, True, False],
             )
-        d_x = d_input_side @ w.w_ih if ctx.needs_input_grad[0] else None
-        grads["w_ih"] = d_input_side.t() @ x
+        d_x = times(d_input_side, w.w_ih) if ctx.needs_input_grad[0] else None
+        grads["w_ih"] = weight_gradient(d_input_side, x)
         if w.b_ih is not None:
             grads["b_ih"] = d_gates.sum(0)
             grads["b_hh"] = grads["b_ih"].clone()  # distinct tensors: autograd may keep one as .grad
         if w.w_hr is not None:
-            grads["w_hr"] = gs.d_projected.t() @ ws.unprojected
+            grads["w_hr"] = weight_gradient(gs.d_projected, ws.unprojected)
         d_i, d_f, _, d_o = d_gates.chunk(4, 1)
         for name, d_pre, c in (
             ("peephole_i", d_i, gs.cell_prev),

@@ -36,12 +36,9 @@ def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor
 class TorchLoops:
     """The LSTM recurrences as PyTorch calls (see ``lstm_function.Loops``)."""
 
-    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        return False
-
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         size, clip, layer_norm_on = c0.shape[1], options.clip, w.layer_norm_ih is not None
         hidden, cell = h0.clone(), c0.clone()
