@@ -4,10 +4,11 @@ products, and the thread runner (``kernels.pool``) on torch's OpenMP threads and
 import platform
 import threading
 
+import numpy as np
 import pytest
 import torch
 
-from lstmkit.kernels import matmul, pool
+from lstmkit.kernels import masks, matmul, pool
 
 ON_TORCH_WHEEL = platform.system() == "Linux" and platform.machine() == "x86_64"
 
@@ -32,8 +33,12 @@ def _operands(dtype: torch.dtype, strided: bool) -> tuple[torch.Tensor, ...]:
 
 @pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "transposed views"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_products_equal_float64_products(dtype, strided):
+@pytest.mark.parametrize("least_work", [1, 2**62], ids=["oneDNN where it can", "torch.matmul"])
+def test_products_equal_float64_products(dtype, strided, least_work, monkeypatch):
+    monkeypatch.setattr(matmul, "MIN_ONEDNN_WORK", least_work)
     x, weight, d, bias = _operands(dtype, strided)
+    expected_path = least_work == 1 and dtype == torch.float32 and matmul._onednn_available()
+    assert matmul._on_onednn(x, weight) == expected_path
     exact = [t.double() for t in (x, weight, d, bias)]
     xe, we, de, be = exact
     results = {
@@ -49,7 +54,8 @@ def test_products_equal_float64_products(dtype, strided):
         assert error <= bound * float(expected.abs().max()), f"{name}: {error}"
 
 
-def test_float64_and_empty_products_take_torch_matmul_exactly():
+def test_float64_and_empty_products_take_torch_matmul_exactly(monkeypatch):
+    monkeypatch.setattr(matmul, "MIN_ONEDNN_WORK", 1)
     x, weight, d, _ = _operands(torch.float64, strided=False)
     assert torch.equal(matmul.linear(x, weight), x @ weight.t())
     assert torch.equal(matmul.weight_gradient(d, x), d.t() @ x)
@@ -95,3 +101,33 @@ def test_run_with_one_part_calls_on_this_thread():
     here = []
     pool.run(lambda first, last: here.append(threading.get_ident()), (), [(0, 4)], ())
     assert here == [threading.get_ident()]
+
+
+def test_masks_hash_is_splitmix64():
+    """Element i is SplitMix64's output i + 1 from the seed: the published first outputs from
+    seed 0 (0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F), top 24 bits."""
+    published = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    for index, value in enumerate(published):
+        top = value >> 40
+        for p, expected in ((top / 2**24, 0.0), ((top + 1) / 2**24, 1.0)):  # just at and just above
+            drawn = masks.bernoulli((3,), p, seed=0)
+            assert float(drawn[index]) == expected, (index, p)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.97, 1.0])
+def test_masks_compiled_equal_numpy_and_have_the_probability(p):
+    seed = 2**61 + 12345
+    drawn = masks.bernoulli((300, 200), p, seed)
+    twin = np.empty(60000, dtype=np.float32)
+    masks._fill_numpy(twin, seed, masks.threshold(p))
+    assert drawn.dtype == torch.float32 and drawn.shape == (300, 200)
+    assert torch.equal(drawn.flatten(), torch.from_numpy(twin))
+    # 6 standard deviations of a mean of 60,000 draws; neighbours uncorrelated likewise
+    assert abs(float(drawn.mean()) - p) <= 6 * (p * (1 - p) / 60000) ** 0.5
+    flat = drawn.flatten().double() - p
+    assert abs(float((flat[1:] * flat[:-1]).mean())) <= 6 * p * (1 - p) / 60000**0.5 + 1e-12
+
+
+def test_masks_differ_by_seed_and_repeat_under_one():
+    a, b, c = (masks.bernoulli((50, 40), 0.5, seed) for seed in (1, 1, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)

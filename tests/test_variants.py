@@ -11,7 +11,7 @@ from torch.autograd import gradcheck
 
 import lstmkit
 from lstmkit import functional, reference_variants
-from lstmkit.kernels import cpu, pool, torch_ops
+from lstmkit.kernels import cpu, masks, pool, torch_ops
 from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 
 from ._compare import TOLERANCE
@@ -255,10 +255,13 @@ def test_masks_are_drawn_as_documented():
     torch.manual_seed(42)
     out, (h, c) = model(x)
 
-    torch.manual_seed(42)  # masks are drawn in float32 (see functional.bernoulli), whatever the dtype
+    torch.manual_seed(42)  # each mask: one seed from torch's generator, hashed (kernels.masks)
 
     def draw(*shape, p):
-        return (torch.rand(shape) < p).double()
+        seed = int(torch.randint(2**62, ()))
+        mask = np.empty(int(np.prod(shape)), dtype=np.float32)
+        masks._fill_numpy(mask, seed, masks.threshold(p))  # the NumPy twin of the compiled hash
+        return torch.from_numpy(mask).view(shape).double()
 
     weights = LSTMWeights(*(p for p in model.parameters()))
     weights = weights._replace(w_hh=weights.w_hh * draw(20, 4, p=0.7) / 0.7)
