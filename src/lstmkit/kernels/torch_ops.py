@@ -18,19 +18,13 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from .contract import LSTMMasks, LSTMOptions, LSTMWeights
 from .lstm_function import Gradients, Workspace, layer_norm, layer_norm_backward, lstm_layer_with
+from .matmul import linear, times, weight_gradient
 from .rows import previous_rows, step_ranges
 
 
 def _rows(mask: Tensor, start: int, stop: int) -> Tensor:
     """A zoneout mask's rows; a 0-d mask (evaluation) is the same for every row."""
     return mask if mask.dim() == 0 else mask[start:stop]
-
-
-def _input_projection(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
-    """x W_ih^T + b_ih + b_hh for all rows at once: (N, G)."""
-    if b_ih is None or b_hh is None:
-        return x @ w_ih.t()
-    return torch.addmm(b_ih + b_hh, x, w_ih.t())
 
 
 class TorchLoops:
@@ -187,7 +181,8 @@ class RNNLayer(torch.autograd.Function):
         reverse: bool,
         nonlinearity: str,
     ) -> tuple[Tensor, Tensor]:
-        out = _input_projection(x, w_ih, b_ih, b_hh)  # (N, H), activated in place step by step
+        bias = None if b_ih is None or b_hh is None else b_ih + b_hh
+        out = linear(x, w_ih, bias)  # (N, H), activated in place step by step
         hidden = h0.clone()
         for start, stop, active in step_ranges(batch_sizes, reverse):
             pre = out[start:stop].addmm_(hidden[:active], w_hh.t())
@@ -217,12 +212,13 @@ class RNNLayer(torch.autograd.Function):
             dh[:active] = d_pre[start:stop] @ w_hh
         prev = previous_rows(ctx.batch_sizes, ctx.reverse, x.device)
         hidden_prev = torch.cat([out, h0]).index_select(0, prev)  # (N, H) h_{t-1} of every row
-        d_x = d_pre @ w_ih if ctx.needs_input_grad[0] else None
+        d_x = times(d_pre, w_ih) if ctx.needs_input_grad[0] else None
         d_b_ih = d_b_hh = None
         if ctx.has_bias:
             d_b_ih = d_pre.sum(0)
             d_b_hh = d_b_ih.clone()  # distinct tensors: autograd may keep one as .grad
-        return d_x, dh, d_pre.t() @ x, d_pre.t() @ hidden_prev, d_b_ih, d_b_hh, None, None, None
+        d_w_ih, d_w_hh = weight_gradient(d_pre, x), weight_gradient(d_pre, hidden_prev)
+        return d_x, dh, d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, None, None
 
 
 def rnn_layer(
