@@ -36,6 +36,7 @@ def _operands(dtype: torch.dtype, strided: bool) -> tuple[torch.Tensor, ...]:
 @pytest.mark.parametrize("least_work", [1, 2**62], ids=["oneDNN where it can", "torch.matmul"])
 def test_products_equal_float64_products(dtype, strided, least_work, monkeypatch):
     monkeypatch.setattr(matmul, "MIN_ONEDNN_WORK", least_work)
+    monkeypatch.setattr(matmul, "MIN_ONEDNN_GRADIENT_WORK", least_work)
     x, weight, d, bias = _operands(dtype, strided)
     expected_path = least_work == 1 and dtype == torch.float32 and matmul._onednn_available()
     assert matmul._on_onednn(x, weight) == expected_path

@@ -20,7 +20,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 
 from .contract import LAYER_NORM_EPS, NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 from .matmul import linear, times, weight_gradient
-from .rows import previous_rows, row_positions
+from .rows import Previous, previous_rows, row_positions
 
 N_WEIGHTS = len(LSTMWeights._fields)
 
@@ -39,13 +39,12 @@ def layer_norm_backward(d_hat: Tensor, hat: Tensor, rstd: Tensor) -> Tensor:
     return rstd * (d_hat - mean_d - hat * mean_dh)
 
 
-def gather_previous(states: Tensor, initial: Tensor, index: Tensor) -> Tensor:
-    """Rows of ``cat([states (N, F), initial (B, F)])`` at ``index`` (N,), without the copy that
-    the concatenation would allocate (the backward pass's memory peak)."""
-    count = states.shape[0]
-    gathered = states.index_select(0, index.clamp(max=count - 1))
-    starts = torch.nonzero(index >= count).squeeze(1)  # rows that read the initial state
-    gathered[starts] = initial.index_select(0, index[starts] - count)
+def gather_previous(states: Tensor, initial: Tensor, previous: Previous) -> Tensor:
+    """Each row's previous state (N, F) from ``states`` (N, F) and ``initial`` (B, F), without
+    the concatenation of the two that an index into both would need (the backward pass's
+    memory peak)."""
+    gathered = states.index_select(0, previous.rows)
+    gathered[previous.starts] = initial.index_select(0, previous.sequences)
     return gathered
 
 

@@ -36,15 +36,18 @@ def _onednn_available() -> bool:
 
 # Below this many multiply-adds oneDNN's fixed cost per call outweighs its rate (measured:
 # (100 x 32) @ (32 x 128), 4e5, 12.5 µs on MKL against 19.7 on oneDNN; (200 x 64) @ (64 x 256),
-# 3.3e6, 43 against 32 µs).
+# 3.3e6, 43 against 32 µs). The weight gradient pays a copy of its transposed input besides
+# (1.3e6: 25 µs on MKL, 40 on oneDNN; 1e7: 124 against 104 µs), so it starts higher.
 MIN_ONEDNN_WORK = 2**20
+MIN_ONEDNN_GRADIENT_WORK = 2**22
 
 
-def _on_onednn(x: Tensor, weight: Tensor) -> bool:
-    """Whether x @ weight.T runs on oneDNN."""
+def _on_onednn(x: Tensor, weight: Tensor, least: int | None = None) -> bool:
+    """Whether x @ weight.T runs on oneDNN: ``least`` multiply-adds or more (``MIN_ONEDNN_WORK``)."""
+    least = MIN_ONEDNN_WORK if least is None else least
     return (
         all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
-        and x.shape[0] * x.shape[1] * weight.shape[0] >= MIN_ONEDNN_WORK
+        and x.shape[0] * x.shape[1] * weight.shape[0] >= least
         and _onednn_available()
     )
 
@@ -67,6 +70,6 @@ def weight_gradient(d: Tensor, x: Tensor) -> Tensor:
     On oneDNN as the transposed product x.T @ d, returned as a transposed view: oneDNN reads
     the rows' transposes in that order at about twice the rate of the other (measured).
     """
-    if _on_onednn(x.t(), d.t()):
-        return linear(x.t(), d.t()).t()
+    if _on_onednn(x.t(), d.t(), MIN_ONEDNN_GRADIENT_WORK):
+        return torch.ops.mkldnn._linear_pointwise(x.t(), d.t(), None, "none", [], "").t()
     return d.t() @ x

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -17,32 +19,51 @@ def step_ranges(batch_sizes: Sequence[int], reverse: bool) -> list[tuple[int, in
     return ranges[::-1] if reverse else ranges
 
 
-def _coordinates(batch_sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """(step (N,), position in the batch (N,)) of every packed row."""
+# The index tensors below depend on the batch sizes only, and a training loop repeats a few of
+# them; they are cached (and shared: read only). Building them took about 90 µs of a 0.86 ms
+# training step at (T, B, H) = (20, 16, 32).
+CACHED_LAYOUTS = 32
+
+
+@functools.lru_cache(maxsize=CACHED_LAYOUTS)
+def _coordinates(batch_sizes: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """(step (N,), position in the batch (N,), first row of each step (T,)) of the packed rows."""
     sizes = torch.tensor(batch_sizes, dtype=torch.long)
     step = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
-    offsets = torch.cumsum(sizes, 0) - sizes  # (T,) first row of each step
-    return step, torch.arange(int(sizes.sum())) - offsets[step]
+    offsets = torch.cumsum(sizes, 0) - sizes
+    return step, torch.arange(int(sizes.sum())) - offsets[step], offsets
 
 
 def row_positions(batch_sizes: Sequence[int], device: torch.device) -> Tensor:
-    """(N,) position in the batch of every packed row."""
-    return _coordinates(batch_sizes)[1].to(device)
+    """(N,) position in the batch of every packed row (shared: read only)."""
+    return _coordinates(tuple(batch_sizes))[1].to(device)
 
 
-def previous_rows(batch_sizes: Sequence[int], reverse: bool, device: torch.device) -> Tensor:
-    """(N,) index into ``cat([states (N, .), initial (B, .)])`` of the state each row started from.
+class Previous(NamedTuple):
+    """Where each packed row's step starts from: the state its sequence left at the neighbouring
+    step (t - 1 forward, t + 1 in reverse), or its initial state when that neighbour does not
+    exist for it. Gather with ``states.index_select(0, rows)``, then overwrite ``starts`` with
+    ``initial_states.index_select(0, sequences)``."""
 
-    A row's step reads the state its sequence left at the neighbouring step (t - 1 forward,
-    t + 1 in reverse), or the initial state when that neighbour does not exist for it.
-    """
-    step, seq = _coordinates(batch_sizes)
+    rows: Tensor  # (N,) the state row each row reads (a valid row, unused, for ``starts``)
+    starts: Tensor  # (S,) the rows that read an initial state instead
+    sequences: Tensor  # (S,) whose initial state
+
+
+@functools.lru_cache(maxsize=CACHED_LAYOUTS)
+def _previous(batch_sizes: tuple[int, ...], reverse: bool) -> Previous:
+    step, seq, offsets = _coordinates(batch_sizes)
     sizes = torch.tensor(batch_sizes, dtype=torch.long)
-    offsets = torch.cumsum(sizes, 0) - sizes
     neighbour = step + 1 if reverse else step - 1
     # one zero-sized step past each end makes neighbours -1 and T "not running"
     padded_sizes = torch.cat([sizes, sizes.new_zeros(1)])
     padded_offsets = torch.cat([offsets, offsets.new_zeros(1)])
     running = seq < padded_sizes[neighbour]
-    index = torch.where(running, padded_offsets[neighbour] + seq, len(seq) + seq)
-    return index.to(device)
+    starts = torch.nonzero(~running).squeeze(1)
+    rows = torch.where(running, padded_offsets[neighbour] + seq, 0)
+    return Previous(rows, starts, seq[starts])
+
+
+def previous_rows(batch_sizes: Sequence[int], reverse: bool, device: torch.device) -> Previous:
+    """The ``Previous`` of every packed row (shared: read only)."""
+    return Previous(*(t.to(device) for t in _previous(tuple(batch_sizes), reverse)))

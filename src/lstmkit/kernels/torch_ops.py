@@ -17,7 +17,14 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from .contract import LSTMMasks, LSTMOptions, LSTMWeights
-from .lstm_function import Gradients, Workspace, layer_norm, layer_norm_backward, lstm_layer_with
+from .lstm_function import (
+    Gradients,
+    Workspace,
+    gather_previous,
+    layer_norm,
+    layer_norm_backward,
+    lstm_layer_with,
+)
 from .matmul import linear, times, weight_gradient
 from .rows import previous_rows, step_ranges
 
@@ -211,7 +218,7 @@ class RNNLayer(torch.autograd.Function):
                 torch.mul(dh_t, hidden > 0, out=d_pre[start:stop])
             dh[:active] = d_pre[start:stop] @ w_hh
         prev = previous_rows(ctx.batch_sizes, ctx.reverse, x.device)
-        hidden_prev = torch.cat([out, h0]).index_select(0, prev)  # (N, H) h_{t-1} of every row
+        hidden_prev = gather_previous(out, h0, prev)  # (N, H) h_{t-1} of every row
         d_x = times(d_pre, w_ih) if ctx.needs_input_grad[0] else None
         d_b_ih = d_b_hh = None
         if ctx.has_bias:
