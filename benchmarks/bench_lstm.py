@@ -16,6 +16,7 @@ rows, then markdown tables for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import statistics
@@ -122,6 +123,22 @@ def measure(case: Case, mode: str, backends: list[str], rounds: int) -> dict[str
     return times
 
 
+def kernel_libraries() -> str:
+    """What the compiled kernel's speed depends on: OpenBLAS's kernel type (a forced
+    OPENBLAS_CORETYPE can halve it), oneDNN products, torch's OpenMP pool."""
+    import scipy.linalg  # noqa: F401  (loads the OpenBLAS that the kernel calls)
+    from threadpoolctl import threadpool_info
+
+    from lstmkit.kernels import matmul, pool
+
+    cores = sorted({i.get("architecture", "?") for i in threadpool_info() if i["internal_api"] == "openblas"})
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return (
+        f"OpenBLAS kernels: {', '.join(cores)} (OPENBLAS_CORETYPE {'=' + forced if forced else 'unset'}); "
+        f"oneDNN products: {matmul._onednn_available()}; torch's OpenMP pool: {pool._openmp() is not None}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -145,6 +162,7 @@ def main() -> None:
     )
     print(f"# torch {torch.__version__}, lstmkit {lstmkit.__version__}, float32, CPU, {args.rounds} rounds")
     print(f"# malloc keeps freed memory (lstmkit.memory.keep_freed_memory): {kept}")
+    print(f"# {kernel_libraries()}")
     print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_nn_lstm")
     tables: dict[str, list[list[str]]] = {"shapes": [], "variants": []}
     plan = [
