@@ -198,8 +198,9 @@ class LSTMLayer(torch.autograd.Function):
                 None,
                 [True, True, False],
             )
-        d_x = times(d_input_side, w.w_ih) if ctx.needs_input_grad[0] else None
+        # before d_x exists: on oneDNN the weight gradient copies x's transpose (N x I) first
         grads["w_ih"] = weight_gradient(d_input_side, x)
+        d_x = times(d_input_side, w.w_ih) if ctx.needs_input_grad[0] else None
         if w.b_ih is not None:
             grads["b_ih"] = d_gates.sum(0)
             grads["b_hh"] = grads["b_ih"].clone()  # distinct tensors: autograd may keep one as .grad
