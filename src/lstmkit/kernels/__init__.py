@@ -17,6 +17,7 @@ lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
 - ``lstm_function``: the LSTM autograd Function, whose two recurrences a backend supplies;
 - ``matmul``: the whole-sequence products, on oneDNN where torch has it;
 - ``pool``: independent parts of a kernel call, run on torch's own OpenMP threads;
+- ``masks``: the variant options' random masks, a counter hash seeded from torch's generator;
 - ``torch_ops``: backend "torch" (the recurrences as PyTorch calls; the plain RNN);
 - ``cpu``: backend "cpu" (the recurrences compiled with Numba).
 """

@@ -57,9 +57,9 @@ class _OneBlasThread:
     OpenBLAS's worker threads spin for a while after each call; inside a recurrence of small
     products they stay awake and steal the cores from torch's threads (measured: nn.LSTM ran at
     half speed after a multi-threaded kernel call). The kernel's parts (``_parts``) use the cores
-    instead, on torch's own threads. Kernel calls from several Python threads at once share one saved setting: the
-    first in saves it, the last out restores it. The library handles are looked up once (a fresh
-    lookup costs about 20 µs).
+    instead, on torch's own threads. Kernel calls from several Python threads at once share one
+    saved setting: the first in saves it, the last out restores it. The library handles are looked
+    up once (a fresh lookup costs about 20 µs).
     """
 
     def __init__(self) -> None:

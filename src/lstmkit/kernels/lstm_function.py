@@ -4,7 +4,8 @@ Forward computes the input side of all steps at once (one matrix product, layer 
 allocates the workspace, and hands the recurrence to a backend's ``Loops.forward``. Backward
 hands the reverse recurrence to ``Loops.backward``, which fills the per-row gradients of the
 gate pre-activations; every parameter gradient and the input gradient are then one product or
-sum over all rows here (``matmul``, on oneDNN where torch has it). Formulas in docs/variants.md; layout in ``lstmkit.kernels``.
+sum over all rows here (the products in ``matmul``, on oneDNN where torch has it). Formulas in
+docs/variants.md; layout in ``lstmkit.kernels``.
 
 Shapes: N rows, B sequences, I inputs, H cell size, P hidden size; gates along 4H as (i, f, g, o).
 """
