@@ -133,3 +133,26 @@ def test_training_reduces_loss():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
+
+
+@pytest.mark.parametrize("module", [lstmkit.LSTM, lstmkit.LSTMCell])
+def test_parametrized_weights_are_used_and_trained(module):
+    """torch.nn.utils.parametrize turns a parameter into a property of the module's class: the
+    module must compute with the parametrized weight and hand gradients to its parts."""
+    torch.manual_seed(0)
+    model = module(3, 4)
+    plain = copy.deepcopy(model)
+    name = "weight_hh" if module is lstmkit.LSTMCell else "weight_hh_l0"
+    nn.utils.parametrizations.weight_norm(model, name)
+    with torch.no_grad():
+        getattr(plain, name).copy_(getattr(model, name))
+    if module is lstmkit.LSTMCell:  # a state to multiply W_hh with: from zeros its gradient is 0
+        inputs = (torch.randn(2, 3), (torch.randn(2, 4), torch.randn(2, 4)))
+    else:
+        inputs = (torch.randn(5, 2, 3),)
+    out, expected = model(*inputs)[0], plain(*inputs)[0]
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    out.sum().backward()
+    parts = model.parametrizations[name]
+    assert parts.original0.grad is not None and parts.original1.grad is not None
+    assert float(parts.original1.grad.abs().sum()) > 0
