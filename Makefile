@@ -30,9 +30,11 @@ format: $(STAMP) ## ruff format and ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE: set on some of this workplace's machines, they force OpenBLAS's
+# AVX2 kernels on AVX-512 processors (half the kernel's product rate); see BENCHMARKS.md
 bench: $(STAMP) ## time and peak memory of lstmkit.LSTM against torch.nn.LSTM (the tables in BENCHMARKS.md)
-	$(BIN)/python benchmarks/bench_lstm.py --rounds 10
-	$(BIN)/python benchmarks/bench_memory.py
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_lstm.py --rounds 10
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_memory.py --repeats 5
 
 clean: ## remove the virtual environment, caches and the demo's report
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache src/*.egg-info lstmkit-demo
