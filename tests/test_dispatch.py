@@ -86,3 +86,24 @@ def test_calls_from_several_python_threads_agree_and_restore_blas():
     for a, b in zip(serial, threaded, strict=True):
         assert torch.equal(a, b)
     assert [library.get_num_threads() for library in cpu._blas_libraries()] == before
+
+
+@pytest.mark.parametrize(
+    "backend", [b for b in functional.available("lstm") if b not in ("auto", "reference")]
+)
+@pytest.mark.parametrize("options", [{}, dict(layer_norm=True, peephole=True, proj_size=3, zoneout=0.3)])
+def test_inference_without_autograd_equals_the_autograd_pass(backend, options):
+    """Under no_grad (or with nothing requiring grad) the kernels run without the autograd Function:
+    the same results, bit for bit, and no graph."""
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(4, 6, 2, bidirectional=True, backend=backend, **options).eval()
+    x = torch.randn(9, 3, 4)
+    out, (h, c), gates = model(x.requires_grad_(), lengths=[9, 4, 7], return_gates=True)
+    assert out.grad_fn is not None
+    with torch.no_grad():
+        plain = model(x, lengths=[9, 4, 7], return_gates=True)
+    frozen = model.requires_grad_(False)(x.detach(), lengths=[9, 4, 7], return_gates=True)
+    for result in (plain, frozen):
+        assert result[0].grad_fn is None
+        for a, b in zip((out, h, c, *gates), (result[0], *result[1], *result[2]), strict=True):
+            assert torch.equal(a, b)
