@@ -9,8 +9,8 @@ thread, whose team is the one torch's operations use; each member calls back int
 start its share of nogil Numba calls. Without such a runtime (a torch build on another OpenMP),
 a ThreadPoolExecutor runs the parts.
 
-An empty region costs about 50 µs (the callbacks take the GIL in turn), so ``run`` is for calls
-of a millisecond or more.
+An empty region costs about 50 µs (the callbacks take the GIL in turn), so ``run`` pays for
+calls of some hundreds of microseconds or more (``cpu.MIN_THREAD_WORK`` says where, measured).
 """
 
 from __future__ import annotations
