@@ -156,3 +156,16 @@ def test_parametrized_weights_are_used_and_trained(module):
     parts = model.parametrizations[name]
     assert parts.original0.grad is not None and parts.original1.grad is not None
     assert float(parts.original1.grad.abs().sum()) > 0
+
+
+def test_a_weight_set_as_a_plain_tensor_attribute_is_used():
+    """AWD-LSTM's weight drop deletes W_hh's parameter and sets a plain tensor in its place."""
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(3, 4)
+    raw = model.weight_hh_l0.detach().clone()
+    del model.weight_hh_l0
+    model.weight_hh_l0 = raw * 0.5
+    reference = lstmkit.LSTM(3, 4)
+    reference.load_state_dict({**model.state_dict(), "weight_hh_l0": raw * 0.5})
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(model(x)[0], reference(x)[0], rtol=0, atol=0)

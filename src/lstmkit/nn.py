@@ -130,14 +130,15 @@ class _TorchLike(nn.Module):
     def _weights(self, suffix: str, fields: Sequence[str]) -> tuple[Tensor | None, ...]:
         """The parameters behind ``fields``, None where an option has none. Read from the
         parameter dict: ``getattr`` goes through Module.__getattr__ and, for the options' absent
-        parameters, an AttributeError each (about 20 µs a call for an LSTMCell). A parametrized
-        weight (torch.nn.utils.parametrize) is a property of the module's class instead."""
-        parameters, cls = self._parameters, type(self)
+        parameters, an AttributeError each (about 20 µs a call for an LSTMCell). A weight may also
+        be a property of the module's class (torch.nn.utils.parametrize), a buffer, or a plain
+        tensor attribute (AWD-LSTM's weight drop deletes the parameter and sets one)."""
+        parameters, buffers, attributes, cls = self._parameters, self._buffers, self.__dict__, type(self)
         weights = []
         for field in fields:
             name = PARAMETER_STEMS[field] + suffix
             value = parameters.get(name)
-            if value is None and hasattr(cls, name):
+            if value is None and (name in buffers or name in attributes or hasattr(cls, name)):
                 value = getattr(self, name)
             weights.append(value)
         return tuple(weights)
