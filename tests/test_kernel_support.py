@@ -39,7 +39,7 @@ def test_products_equal_float64_products(dtype, strided, least_work, monkeypatch
     monkeypatch.setattr(matmul, "MIN_ONEDNN_GRADIENT_WORK", least_work)
     x, weight, d, bias = _operands(dtype, strided)
     expected_path = least_work == 1 and dtype == torch.float32 and matmul._onednn_available()
-    assert matmul._on_onednn(x, weight) == expected_path
+    assert matmul._on_onednn(x, weight, matmul.MIN_ONEDNN_WORK) == expected_path
     exact = [t.double() for t in (x, weight, d, bias)]
     xe, we, de, be = exact
     results = {

@@ -20,15 +20,19 @@ import torch
 from torch import Tensor
 
 
+def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T (+ bias) by oneDNN's product."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 @functools.cache
 def _onednn_available() -> bool:
     """Whether ``mkldnn::_linear_pointwise`` exists and multiplies as ``torch.matmul`` does."""
     try:
-        operator = torch.ops.mkldnn._linear_pointwise
         generator = torch.Generator().manual_seed(0)
         x, weight = (torch.randn(size, generator=generator) for size in ((37, 19), (23, 19)))
         bias = torch.randn(23, generator=generator)
-        result = operator(x.t().contiguous().t(), weight, bias, "none", [], "")
+        result = _onednn(x.t().contiguous().t(), weight, bias)
         return bool(torch.allclose(result, torch.addmm(bias, x, weight.t()), rtol=1e-5, atol=1e-5))
     except (AttributeError, RuntimeError):
         return False
@@ -42,9 +46,8 @@ MIN_ONEDNN_WORK = 2**20
 MIN_ONEDNN_GRADIENT_WORK = 2**22
 
 
-def _on_onednn(x: Tensor, weight: Tensor, least: int | None = None) -> bool:
-    """Whether x @ weight.T runs on oneDNN: ``least`` multiply-adds or more (``MIN_ONEDNN_WORK``)."""
-    least = MIN_ONEDNN_WORK if least is None else least
+def _on_onednn(x: Tensor, weight: Tensor, least: int) -> bool:
+    """Whether x @ weight.T runs on oneDNN: float32 CPU tensors, ``least`` multiply-adds or more."""
     return (
         all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
         and x.shape[0] * x.shape[1] * weight.shape[0] >= least
@@ -54,8 +57,8 @@ def _on_onednn(x: Tensor, weight: Tensor, least: int | None = None) -> bool:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight.T (+ bias): (N, K), (M, K), (M,) -> (N, M)."""
-    if _on_onednn(x, weight):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    if _on_onednn(x, weight, MIN_ONEDNN_WORK):
+        return _onednn(x, weight, bias)
     return x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
 
 
@@ -71,5 +74,5 @@ def weight_gradient(d: Tensor, x: Tensor) -> Tensor:
     the rows' transposes in that order at about twice the rate of the other (measured).
     """
     if _on_onednn(x.t(), d.t(), MIN_ONEDNN_GRADIENT_WORK):
-        return torch.ops.mkldnn._linear_pointwise(x.t(), d.t(), None, "none", [], "").t()
+        return _onednn(x.t(), d.t()).t()
     return d.t() @ x
