@@ -11,6 +11,8 @@ rows, then markdown tables for BENCHMARKS.md.
 
     python benchmarks/bench_lstm.py                 # everything, 7 rounds
     python benchmarks/bench_lstm.py --quick         # tiny smoke run
+    python benchmarks/bench_lstm.py --device cuda   # on a GPU: backends auto, triton, torch, and
+                                                    # flashrnn's anchor (T=1024, B=16, H=768) too
 """
 
 from __future__ import annotations
@@ -66,16 +68,21 @@ VARIANTS = [
     Case(100, 32, 128, options=dict(proj_size=64), label="proj_size=H/2"),
     Case(100, 32, 128, packed=True, label="packed lengths"),
 ]
+# the issue's GPU anchor, from flashrnn's own H100 figures (cuDNN fp16 2.01 ms forward)
+GPU_SHAPES = [*SHAPES, Case(1024, 16, 768, label="(1024,16,768), flashrnn's anchor")]
 QUICK_SHAPES = [Case(10, 4, 16), Case(10, 2, 16, layers=2, bidirectional=True)]
 QUICK_VARIANTS = [Case(10, 4, 16, options=dict(layer_norm=True, zoneout=0.1), label="layer_norm+zoneout")]
 
 
 def runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
+    """One call; on CUDA it waits for the device, so that the clock times the kernels."""
+    wait = torch.cuda.synchronize if x.is_cuda else lambda: None
     if mode == "inference":
 
         def run() -> None:
             with torch.no_grad():
                 module(x)
+            wait()
 
         return run
 
@@ -84,20 +91,23 @@ def runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
         out, (h, c) = module(x)
         out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
         (out.sum() + h.sum() + c.sum()).backward()
+        wait()
 
     return run
 
 
-def measure(case: Case, mode: str, backends: list[str], rounds: int) -> dict[str, list[float]]:
+def measure(
+    case: Case, mode: str, backends: list[str], rounds: int, device: str = "cpu"
+) -> dict[str, list[float]]:
     """Times in ms per round: plain nn.LSTM of the case's size, then each lstmkit backend."""
     torch.manual_seed(0)
-    theirs = torch.nn.LSTM(case.hidden, case.hidden, case.layers, bidirectional=case.bidirectional)
-    x = torch.randn(case.steps, case.batch, case.hidden)
+    theirs = torch.nn.LSTM(case.hidden, case.hidden, case.layers, bidirectional=case.bidirectional).to(device)
+    x = torch.randn(case.steps, case.batch, case.hidden, device=device)
     calls = {"nn.LSTM": runner(theirs, x, mode)}
     ours_input = x
     if case.packed:
         lengths = torch.randint(case.steps // 2, case.steps + 1, (case.batch,))
-        ours_input = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        ours_input = pack_padded_sequence(x, lengths, enforce_sorted=False)  # lengths stay on the CPU
     for backend in backends:
         ours = lstmkit.LSTM(
             case.hidden,
@@ -106,7 +116,7 @@ def measure(case: Case, mode: str, backends: list[str], rounds: int) -> dict[str
             bidirectional=case.bidirectional,
             backend=backend,
             **case.options,
-        )
+        ).to(device)
         calls[backend] = runner(ours, ours_input, mode)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up
@@ -145,7 +155,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds per case (median reported)")
     parser.add_argument(
-        "--backends", default="auto,cpu,torch,reference", help="lstmkit backends, comma-separated"
+        "--backends",
+        default=None,
+        help="lstmkit backends, comma-separated (default: auto,cpu,torch,reference; on CUDA auto,triton,torch)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where models and inputs live"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny cases, for a smoke test")
@@ -155,22 +170,26 @@ def main() -> None:
     # one allocator policy for every implementation: without it, whether a step faults its
     # tensors' pages in again depends on the order of allocations (lstmkit.memory)
     kept = lstmkit.memory.keep_freed_memory()
-    backends = args.backends.split(",")
+    default = "auto,triton,torch" if args.device == "cuda" else "auto,cpu,torch,reference"
+    backends = (args.backends or default).split(",")
 
     print(
         f"# machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads"
     )
-    print(f"# torch {torch.__version__}, lstmkit {lstmkit.__version__}, float32, CPU, {args.rounds} rounds")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(
+        f"# torch {torch.__version__}, lstmkit {lstmkit.__version__}, float32, {where}, {args.rounds} rounds"
+    )
     print(f"# malloc keeps freed memory (lstmkit.memory.keep_freed_memory): {kept}")
-    print(f"# {kernel_libraries()}")
+    if args.device == "cpu":
+        print(f"# {kernel_libraries()}")
     print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_nn_lstm")
     tables: dict[str, list[list[str]]] = {"shapes": [], "variants": []}
-    plan = [
-        ("shapes", c, m) for c in (QUICK_SHAPES if args.quick else SHAPES) for m in ("inference", "training")
-    ]
+    shapes = QUICK_SHAPES if args.quick else GPU_SHAPES if args.device == "cuda" else SHAPES
+    plan = [("shapes", c, m) for c in shapes for m in ("inference", "training")]
     plan += [("variants", c, "training") for c in (QUICK_VARIANTS if args.quick else VARIANTS)]
     for table, case, mode in plan:
-        times = measure(case, mode, backends, args.rounds)
+        times = measure(case, mode, backends, args.rounds, args.device)
         base = statistics.median(times["nn.LSTM"])
         row = [case.label or str(case), mode, f"{base:.2f}"]
         for name, values in times.items():

@@ -8,6 +8,11 @@ from hypothesis import HealthCheck, settings
 # reduced in one order and runs are reproducible on the 2-core CI machine.
 torch.set_num_threads(1)
 
+# Without a GPU, backend "triton" runs its kernels in Triton's NumPy interpreter on CPU tensors
+# (read when lstmkit.kernels.gpu is imported, after this file).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 settings.register_profile(
     "ci",
     max_examples=int(os.environ.get("LSTMKIT_EXAMPLES", "40")),

@@ -41,36 +41,38 @@ def _oracle_dtype(dtype):
 
 
 def _run_both(options, *, backend="torch", layers=2, bidirectional=True, proj=3, bias=True, batch_first=False,
-              lengths=None, with_state=True, training=True, dtype=torch.float64, seed=0, batch=4):  # fmt: skip
-    """Outputs, states, gates and every gradient of ``backend`` and of the reference backend."""
+              lengths=None, with_state=True, training=True, dtype=torch.float64, seed=0, batch=4,
+              input_size=3, hidden_size=5, device="cpu"):  # fmt: skip
+    """Outputs, states, gates and every gradient of ``backend`` (its model and inputs on ``device``,
+    results back on the CPU) and of the reference backend."""
     torch.manual_seed(seed)
     kwargs = dict(
         num_layers=layers, bidirectional=bidirectional, proj_size=proj, bias=bias, batch_first=batch_first
     )
     oracle = _oracle_dtype(dtype)
-    prod = lstmkit.LSTM(3, 5, **kwargs, dtype=dtype, backend=backend, **options)
-    ref = lstmkit.LSTM(3, 5, **kwargs, dtype=oracle, backend="reference", **options)
-    ref.load_state_dict({k: v.to(oracle) for k, v in prod.state_dict().items()})
+    prod = lstmkit.LSTM(input_size, hidden_size, **kwargs, dtype=dtype, backend=backend, **options).to(device)
+    ref = lstmkit.LSTM(input_size, hidden_size, **kwargs, dtype=oracle, backend="reference", **options)
+    ref.load_state_dict({k: v.to("cpu", oracle) for k, v in prod.state_dict().items()})
     gen = torch.Generator().manual_seed(seed)
     steps, depth = 6, layers * (2 if bidirectional else 1)
-    shape = (batch, steps, 3) if batch_first else (steps, batch, 3)
+    shape = (batch, steps, input_size) if batch_first else (steps, batch, input_size)
     x = torch.randn(shape, generator=gen, dtype=dtype)
-    h0 = torch.randn(depth, batch, proj or 5, generator=gen, dtype=dtype)
-    c0 = torch.randn(depth, batch, 5, generator=gen, dtype=dtype)
+    h0 = torch.randn(depth, batch, proj or hidden_size, generator=gen, dtype=dtype)
+    c0 = torch.randn(depth, batch, hidden_size, generator=gen, dtype=dtype)
+    width = depth // layers * (proj or hidden_size)
     cotangent = torch.randn(
-        (batch, steps, depth // layers * (proj or 5)) if batch_first else (steps, batch, depth // layers * (proj or 5)),
-        generator=gen, dtype=dtype,
-    )  # fmt: skip
+        (batch, steps, width) if batch_first else (steps, batch, width), generator=gen, dtype=dtype
+    )
     results = []
-    for model, kind in ((prod, dtype), (ref, oracle)):
+    for model, kind, where in ((prod, dtype, device), (ref, oracle, "cpu")):
         model.train(training)
-        leaves = [t.to(kind).clone().requires_grad_() for t in (x, h0, c0)]
+        leaves = [t.to(where, kind).clone().requires_grad_() for t in (x, h0, c0)]
         torch.manual_seed(seed + 1)  # the same masks for both (drawn in float32 whatever the dtype)
         hx = (leaves[1], leaves[2]) if with_state else None
         out, (h, c), gates = model(leaves[0], hx, lengths=lengths, return_gates=True)
-        ((out * cotangent.to(kind)).sum() + h.square().sum() + c.sum()).backward()
+        ((out * cotangent.to(where, kind)).sum() + h.square().sum() + c.sum()).backward()
         grads = [t.grad for t in leaves[: 3 if with_state else 1]] + [p.grad for p in model.parameters()]
-        results.append([out, h, c, *gates, *grads])
+        results.append([t.cpu() for t in (out, h, c, *gates, *grads)])
     return results
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import reference, reference_variants
-from .kernels import cpu, torch_ops
+from .kernels import cpu, gpu, torch_ops
 from .kernels import masks as random_masks
 from .kernels.contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 
@@ -60,6 +60,8 @@ LSTM_BACKENDS: dict[str, LayerFn] = {
 }
 if cpu.available():
     LSTM_BACKENDS["cpu"] = cpu.lstm_layer
+if gpu.available():
+    LSTM_BACKENDS["triton"] = gpu.lstm_layer
 RNN_BACKENDS: dict[str, LayerFn] = {
     "torch": torch_ops.rnn_layer,
     "reference": _reference_rnn,
@@ -118,7 +120,13 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int) -> LayerFn:
             f"backend 'cpu' runs float16, bfloat16 (in float32), float32 and float64 tensors on the CPU, "
             f"got {like.dtype} on {like.device}; use backend='auto' or 'torch'"
         )
-    if backend == "cpu" and like.dtype in HALF:
+    elif backend == "triton" and not (gpu.runs_on(like.device) and like.dtype in (*gpu.DTYPES, *HALF)):
+        raise ValueError(
+            f"backend 'triton' runs float16, bfloat16 (in float32), float32 and float64 tensors on CUDA "
+            f"(on the CPU only under TRITON_INTERPRET=1), got {like.dtype} on {like.device}; "
+            f"use backend='auto' or 'torch'"
+        )
+    if backend in ("cpu", "triton") and like.dtype in HALF:
         return _in_float32(TABLES[kind][backend])
     return TABLES[kind][backend]
 

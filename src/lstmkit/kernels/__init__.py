@@ -19,5 +19,6 @@ lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
 - ``pool``: independent parts of a kernel call, run on torch's own OpenMP threads;
 - ``masks``: the variant options' random masks, a counter hash seeded from torch's generator;
 - ``torch_ops``: backend "torch" (the recurrences as PyTorch calls; the plain RNN);
-- ``cpu``: backend "cpu" (the recurrences compiled with Numba).
+- ``cpu``: backend "cpu" (the recurrences compiled with Numba);
+- ``gpu``: backend "triton" (the recurrences as Triton kernels, for CUDA tensors).
 """

@@ -1,0 +1,622 @@
+"""Backend "triton": the LSTM recurrences as two Triton kernels, one forward and one backward.
+
+Each kernel runs one layer direction's whole recurrence (the ``Loops`` of ``lstm_function``;
+the input projection and the weight gradients stay whole-sequence products there). A program
+owns BLOCK_B sequences and walks every step with them, so a step's hidden state never has to
+reach another program: per step it tiles the recurrent product with ``tl.dot`` in IEEE
+precision (no TF32, so float32 matches nn.LSTM's float32) and fuses the gate arithmetic of every
+variant option around it. Rows whose sequence has ended keep their state (masked stores); the
+hidden state and its gradient alternate between two buffers, because every unit of the next
+step reads all of them.
+
+Programs run in parallel only across blocks of BLOCK_B sequences: a small batch keeps one
+streaming multiprocessor busy. Under ``TRITON_INTERPRET=1`` Triton runs the same kernels on CPU
+tensors in NumPy; that is how the tests check them on machines without a GPU.
+
+Shapes: N packed rows, B sequences, H cell size, P hidden size; gates along 4H as (i, f, g, o).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .contract import LAYER_NORM_EPS, LSTMMasks, LSTMOptions, LSTMWeights
+from .lstm_function import Gradients, Workspace, lstm_layer_with
+
+DTYPES = (torch.float32, torch.float64)
+BLOCK_B = 16  # sequences per program: tl.dot's smallest tile
+BLOCK_H = 32  # units (or columns) per tile
+BLOCK_K = 32  # depth per tile of a product
+# compile options: fused multiply-adds asked for, as Triton 3.9 warns when they are left to its default
+LAUNCH = dict(num_warps=4, enable_fp_fusion=True)
+
+
+def interpreted() -> bool:
+    """Whether Triton runs kernels in its NumPy interpreter (``TRITON_INTERPRET=1``), on CPU tensors."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def available() -> bool:
+    """Triton is installed and has somewhere to run: a CUDA device, or its interpreter."""
+    return importlib.util.find_spec("triton") is not None and (torch.cuda.is_available() or interpreted())
+
+
+def runs_on(device: torch.device) -> bool:
+    """Whether this backend takes tensors on ``device``."""
+    return device.type == "cuda" or (device.type == "cpu" and interpreted())
+
+
+if importlib.util.find_spec("triton") is not None:  # defined for tests and compile checks too
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _tanh(x, small):
+        # tanh(|x|) = (1 - e) / (1 + e) with e = exp(-2|x|) cancels near 0: below ``small`` (0.25 in
+        # float32, 0.01 in float64) its series, whose next term is below the dtype's precision there
+        t = tl.exp(-2.0 * tl.abs(x))
+        magnitude = (1.0 - t) / (1.0 + t)
+        x2 = x * x
+        series = x * (1.0 - x2 * (1.0 / 3 - x2 * (2.0 / 15 - x2 * (17.0 / 315 - x2 * (62.0 / 2835)))))
+        return tl.where(tl.abs(x) < small, series, tl.where(x < 0, -magnitude, magnitude))
+
+    @triton.jit
+    def _times(
+        a, a_stride, a_rows, a_live, scale, w, w_stride, columns, columns_live, depth,
+        SCALED: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """(BLOCK_B, BLOCK_H) = A[a_rows, :depth] @ W[:depth, columns] for row-major A and W;
+        with SCALED, A's rows times ``scale``'s rows of the same layout (recurrent dropout)."""
+        acc = tl.zeros((BLOCK_B, BLOCK_H), dtype=w.dtype.element_ty)
+        for k0 in range(0, depth, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            k_live = k < depth
+            inside = a_live[:, None] & k_live[None, :]
+            at = a_rows[:, None] * a_stride + k[None, :]
+            left = tl.load(a + at, mask=inside, other=0.0)
+            if SCALED:
+                left *= tl.load(scale + at, mask=inside, other=0.0)
+            right = tl.load(
+                w + k[:, None] * w_stride + columns[None, :],
+                mask=k_live[:, None] & columns_live[None, :],
+                other=0.0,
+            )
+            acc = tl.dot(left, right, acc, input_precision="ieee")
+        return acc
+
+    @triton.jit
+    def _keep(keep, keep_value, at, inside, MODE: tl.constexpr):
+        """Zoneout's keep fraction: MODE 1 a per-row mask, 2 one value (evaluation)."""
+        if MODE == 1:
+            return tl.load(keep + at, mask=inside, other=0.0)
+        return tl.where(inside, keep_value, 0.0)
+
+    @triton.jit
+    def _gain_sums(d, gain, hat, n, n_live, inside, sum_s, sum_sh):
+        """sum_s + Σ_j d g_j and sum_sh + Σ_j d g_j ẑ_j over one gate's block of units, per row."""
+        scaled = d * tl.load(gain + n, mask=n_live, other=0.0)[None, :]
+        return sum_s + tl.sum(scaled, axis=1), sum_sh + tl.sum(
+            scaled * tl.load(hat, mask=inside, other=0.0), axis=1
+        )
+
+    @triton.jit
+    def _forward_kernel(
+        gates, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside,
+        hidden, cell, w_hh_t, w_hr_t, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
+        recurrent, keep_c, keep_h, offsets, batch_sizes, steps, scalars, batch, size, hidden_size,
+        REVERSE: tl.constexpr, PEEPHOLE_I: tl.constexpr, PEEPHOLE_F: tl.constexpr, PEEPHOLE_O: tl.constexpr,
+        LAYER_NORM: tl.constexpr, PROJECT: tl.constexpr, RECURRENT: tl.constexpr,
+        KEEP_C: tl.constexpr, KEEP_H: tl.constexpr, COUPLED: tl.constexpr, CLIPPING: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        # in ``_scalars``' order
+        clip, small, eps = tl.load(scalars), tl.load(scalars + 1), tl.load(scalars + 2)
+        keep_c_value, keep_h_value = tl.load(scalars + 3), tl.load(scalars + 4)
+        b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+        exists = b < batch
+        width = 4 * size
+        for s in range(steps):
+            if REVERSE:
+                t = steps - 1 - s
+            else:
+                t = s
+            start = tl.load(offsets + t)
+            live = b < tl.load(batch_sizes + t)
+            rows = start + b
+            h_src = hidden + (s % 2) * batch * hidden_size
+            h_dst = hidden + ((s + 1) % 2) * batch * hidden_size
+
+            if LAYER_NORM:  # W_hh h of the whole row first: its mean and spread over 4H
+                total = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
+                for n0 in range(0, width, BLOCK_H):
+                    n = n0 + tl.arange(0, BLOCK_H)
+                    n_live = n < width
+                    z = _times(
+                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n, n_live, hidden_size,
+                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                    )  # fmt: skip
+                    tl.store(
+                        hh_hat + rows[:, None] * width + n[None, :], z, mask=live[:, None] & n_live[None, :]
+                    )
+                    total += tl.sum(z, axis=1)
+                mean = total / width
+                tl.debug_barrier()
+                spread = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
+                for n0 in range(0, width, BLOCK_H):
+                    n = n0 + tl.arange(0, BLOCK_H)
+                    inside = live[:, None] & (n < width)[None, :]
+                    z = tl.load(hh_hat + rows[:, None] * width + n[None, :], mask=inside, other=0.0)
+                    d = tl.where(inside, z - mean[:, None], 0.0)
+                    spread += tl.sum(d * d, axis=1)
+                hh_inverse = 1.0 / tl.sqrt(spread / width + eps)
+                tl.store(hh_rstd + rows, hh_inverse, mask=live)
+
+            for n0 in range(0, size, BLOCK_H):
+                n = n0 + tl.arange(0, BLOCK_H)
+                n_live = n < size
+                inside = live[:, None] & n_live[None, :]
+                at = rows[:, None] * width + n[None, :]
+                state_at = b[:, None] * size + n[None, :]
+                a_i = tl.load(gates + at, mask=inside, other=0.0)
+                a_f = tl.load(gates + at + size, mask=inside, other=0.0)
+                a_g = tl.load(gates + at + 2 * size, mask=inside, other=0.0)
+                a_o = tl.load(gates + at + 3 * size, mask=inside, other=0.0)
+                if LAYER_NORM:
+                    hat_at = hh_hat + at
+                    z_i = (tl.load(hat_at, mask=inside, other=0.0) - mean[:, None]) * hh_inverse[:, None]
+                    z_f = (tl.load(hat_at + size, mask=inside, other=0.0) - mean[:, None]) * hh_inverse[
+                        :, None
+                    ]
+                    z_g = (tl.load(hat_at + 2 * size, mask=inside, other=0.0) - mean[:, None]) * hh_inverse[
+                        :, None
+                    ]
+                    z_o = (tl.load(hat_at + 3 * size, mask=inside, other=0.0) - mean[:, None]) * hh_inverse[
+                        :, None
+                    ]
+                    tl.store(hat_at, z_i, mask=inside)
+                    tl.store(hat_at + size, z_f, mask=inside)
+                    tl.store(hat_at + 2 * size, z_g, mask=inside)
+                    tl.store(hat_at + 3 * size, z_o, mask=inside)
+                    a_i += z_i * tl.load(ln_hh + n, mask=n_live, other=0.0)[None, :]
+                    a_f += z_f * tl.load(ln_hh + size + n, mask=n_live, other=0.0)[None, :]
+                    a_g += z_g * tl.load(ln_hh + 2 * size + n, mask=n_live, other=0.0)[None, :]
+                    a_o += z_o * tl.load(ln_hh + 3 * size + n, mask=n_live, other=0.0)[None, :]
+                else:
+                    a_i += _times(
+                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n, n_live, hidden_size,
+                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                    )  # fmt: skip
+                    a_f += _times(
+                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n + size, n_live, hidden_size,
+                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                    )  # fmt: skip
+                    a_g += _times(
+                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n + 2 * size, n_live, hidden_size,
+                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                    )  # fmt: skip
+                    a_o += _times(
+                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n + 3 * size, n_live, hidden_size,
+                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                    )  # fmt: skip
+                c_prev = tl.load(cell + state_at, mask=inside, other=0.0)
+                if PEEPHOLE_I:
+                    a_i += tl.load(p_i + n, mask=n_live, other=0.0)[None, :] * c_prev
+                if PEEPHOLE_F:
+                    a_f += tl.load(p_f + n, mask=n_live, other=0.0)[None, :] * c_prev
+                if CLIPPING:
+                    flags = gate_inside + at
+                    tl.store(flags, ((a_i >= -clip) & (a_i <= clip)).to(tl.uint8), mask=inside)
+                    tl.store(flags + size, ((a_f >= -clip) & (a_f <= clip)).to(tl.uint8), mask=inside)
+                    tl.store(flags + 2 * size, ((a_g >= -clip) & (a_g <= clip)).to(tl.uint8), mask=inside)
+                    a_i = tl.minimum(tl.maximum(a_i, -clip), clip)
+                    a_f = tl.minimum(tl.maximum(a_f, -clip), clip)
+                    a_g = tl.minimum(tl.maximum(a_g, -clip), clip)
+                forget_gate = tl.sigmoid(a_f)
+                if COUPLED:
+                    input_gate = 1.0 - forget_gate
+                else:
+                    input_gate = tl.sigmoid(a_i)
+                candidate = _tanh(a_g, small)
+                c_new = forget_gate * c_prev + input_gate * candidate
+                if PEEPHOLE_O:
+                    a_o += tl.load(p_o + n, mask=n_live, other=0.0)[None, :] * c_new
+                if CLIPPING:
+                    tl.store(
+                        gate_inside + at + 3 * size,
+                        ((a_o >= -clip) & (a_o <= clip)).to(tl.uint8),
+                        mask=inside,
+                    )
+                    a_o = tl.minimum(tl.maximum(a_o, -clip), clip)
+                output_gate = tl.sigmoid(a_o)
+                tl.store(gates + at, input_gate, mask=inside)
+                tl.store(gates + at + size, forget_gate, mask=inside)
+                tl.store(gates + at + 2 * size, candidate, mask=inside)
+                tl.store(gates + at + 3 * size, output_gate, mask=inside)
+                tl.store(cell_new + rows[:, None] * size + n[None, :], c_new, mask=inside)
+                carried = c_new
+                if KEEP_C != 0:
+                    keep = _keep(keep_c, keep_c_value, rows[:, None] * size + n[None, :], inside, KEEP_C)
+                    carried = keep * c_prev + (1.0 - keep) * c_new
+                    tl.store(cells + rows[:, None] * size + n[None, :], carried, mask=inside)
+                tl.store(cell + state_at, carried, mask=inside)
+                if not LAYER_NORM:  # o * tanh(c'), before the projection and zoneout of h
+                    r = output_gate * _tanh(c_new, small)
+                    if PROJECT:
+                        tl.store(unprojected + rows[:, None] * size + n[None, :], r, mask=inside)
+                    else:
+                        tl.store(out + rows[:, None] * hidden_size + n[None, :], r, mask=inside)
+
+            if LAYER_NORM:  # LN(c') over the row's H units, then o * tanh(LN(c'))
+                tl.debug_barrier()
+                total = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
+                for n0 in range(0, size, BLOCK_H):
+                    n = n0 + tl.arange(0, BLOCK_H)
+                    inside = live[:, None] & (n < size)[None, :]
+                    total += tl.sum(
+                        tl.load(cell_new + rows[:, None] * size + n[None, :], mask=inside, other=0.0), axis=1
+                    )
+                c_mean = total / size
+                spread = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
+                for n0 in range(0, size, BLOCK_H):
+                    n = n0 + tl.arange(0, BLOCK_H)
+                    inside = live[:, None] & (n < size)[None, :]
+                    c = tl.load(cell_new + rows[:, None] * size + n[None, :], mask=inside, other=0.0)
+                    d = tl.where(inside, c - c_mean[:, None], 0.0)
+                    spread += tl.sum(d * d, axis=1)
+                c_inverse = 1.0 / tl.sqrt(spread / size + eps)
+                tl.store(cell_rstd + rows, c_inverse, mask=live)
+                for n0 in range(0, size, BLOCK_H):
+                    n = n0 + tl.arange(0, BLOCK_H)
+                    n_live = n < size
+                    inside = live[:, None] & n_live[None, :]
+                    at = rows[:, None] * size + n[None, :]
+                    c = tl.load(cell_new + at, mask=inside, other=0.0)
+                    hat = (c - c_mean[:, None]) * c_inverse[:, None]
+                    tl.store(cell_hat + at, hat, mask=inside)
+                    squashed = (
+                        hat * tl.load(ln_cw + n, mask=n_live, other=0.0)[None, :]
+                        + tl.load(ln_cb + n, mask=n_live, other=0.0)[None, :]
+                    )
+                    output_gate = tl.load(
+                        gates + rows[:, None] * width + 3 * size + n[None, :], mask=inside, other=0.0
+                    )
+                    r = output_gate * _tanh(squashed, small)
+                    if PROJECT:
+                        tl.store(unprojected + at, r, mask=inside)
+                    else:
+                        tl.store(out + rows[:, None] * hidden_size + n[None, :], r, mask=inside)
+
+            tl.debug_barrier()
+            for p0 in range(0, hidden_size, BLOCK_H):  # h'_t (projected), zoneout, the next state
+                p = p0 + tl.arange(0, BLOCK_H)
+                p_live = p < hidden_size
+                inside = live[:, None] & p_live[None, :]
+                at = rows[:, None] * hidden_size + p[None, :]
+                if PROJECT:
+                    h_new = _times(
+                        unprojected, size, rows, live, unprojected, w_hr_t, hidden_size, p, p_live, size,
+                        False, BLOCK_B, BLOCK_H, BLOCK_K,
+                    )  # fmt: skip
+                else:
+                    h_new = tl.load(out + at, mask=inside, other=0.0)
+                h_prev = tl.load(
+                    h_src + b[:, None] * hidden_size + p[None, :], mask=exists[:, None] & p_live[None, :]
+                )
+                if KEEP_H != 0:
+                    keep = _keep(keep_h, keep_h_value, at, inside, KEEP_H)
+                    h_new = keep * h_prev + (1.0 - keep) * h_new
+                tl.store(out + at, h_new, mask=inside)
+                tl.store(
+                    h_dst + b[:, None] * hidden_size + p[None, :],
+                    tl.where(live[:, None], h_new, h_prev),
+                    mask=exists[:, None] & p_live[None, :],
+                )
+            tl.debug_barrier()
+
+    @triton.jit
+    def _backward_kernel(
+        gates, cell_new, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside, cell_prev,
+        d_out, dh, dc, d_gates, d_recurrent, d_squashed, d_projected, d_hidden, carry_h, d_new_rows,
+        w_hh, w_hr, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
+        recurrent, keep_c, keep_h, offsets, batch_sizes, steps, scalars, batch, size, hidden_size,
+        REVERSE: tl.constexpr, PEEPHOLE_I: tl.constexpr, PEEPHOLE_F: tl.constexpr, PEEPHOLE_O: tl.constexpr,
+        LAYER_NORM: tl.constexpr, PROJECT: tl.constexpr, RECURRENT: tl.constexpr,
+        KEEP_C: tl.constexpr, KEEP_H: tl.constexpr, COUPLED: tl.constexpr, CLIPPING: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        # in ``_scalars``' order; the backward pass uses the clip flags, not the bound, and no eps
+        small = tl.load(scalars + 1)
+        keep_c_value, keep_h_value = tl.load(scalars + 3), tl.load(scalars + 4)
+        b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+        exists = b < batch
+        width = 4 * size
+        for s in range(steps):
+            if REVERSE:  # the forward pass's order, reversed
+                t = s
+            else:
+                t = steps - 1 - s
+            start = tl.load(offsets + t)
+            live = b < tl.load(batch_sizes + t)
+            rows = start + b
+            dh_src = dh + (s % 2) * batch * hidden_size
+            dh_dst = dh + ((s + 1) % 2) * batch * hidden_size
+
+            # dL/dh'_t: the carried gradient and the output's, less what zoneout passes to h_{t-1}
+            for p0 in range(0, hidden_size, BLOCK_H):
+                p = p0 + tl.arange(0, BLOCK_H)
+                inside = live[:, None] & (p < hidden_size)[None, :]
+                state_at = b[:, None] * hidden_size + p[None, :]
+                at = rows[:, None] * hidden_size + p[None, :]
+                d_h = tl.load(dh_src + state_at, mask=inside, other=0.0) + tl.load(
+                    d_out + at, mask=inside, other=0.0
+                )
+                if KEEP_H != 0:
+                    keep = _keep(keep_h, keep_h_value, at, inside, KEEP_H)
+                    tl.store(carry_h + state_at, d_h * keep, mask=inside)
+                    d_h *= 1.0 - keep
+                if PROJECT:
+                    tl.store(d_projected + at, d_h, mask=inside)
+                else:
+                    tl.store(d_hidden + state_at, d_h, mask=inside)
+            tl.debug_barrier()
+
+            # dL/do and dL/dc' through h = o * tanh(LN_c(c')), up to LN_c's backward
+            sum_d = tl.zeros((BLOCK_B,), dtype=w_hh.dtype.element_ty)
+            sum_dh = tl.zeros((BLOCK_B,), dtype=w_hh.dtype.element_ty)
+            for n0 in range(0, size, BLOCK_H):
+                n = n0 + tl.arange(0, BLOCK_H)
+                n_live = n < size
+                inside = live[:, None] & n_live[None, :]
+                at = rows[:, None] * size + n[None, :]
+                if PROJECT:
+                    d_r = _times(
+                        d_projected, hidden_size, rows, live, d_projected, w_hr, size, n, n_live, hidden_size,
+                        False, BLOCK_B, BLOCK_H, BLOCK_K,
+                    )  # fmt: skip
+                else:
+                    d_r = tl.load(d_hidden + b[:, None] * hidden_size + n[None, :], mask=inside, other=0.0)
+                output_gate = tl.load(
+                    gates + rows[:, None] * width + 3 * size + n[None, :], mask=inside, other=0.0
+                )
+                if LAYER_NORM:
+                    hat = tl.load(cell_hat + at, mask=inside, other=0.0)
+                    squashed = (
+                        hat * tl.load(ln_cw + n, mask=n_live, other=0.0)[None, :]
+                        + tl.load(ln_cb + n, mask=n_live, other=0.0)[None, :]
+                    )
+                else:
+                    squashed = tl.load(cell_new + at, mask=inside, other=0.0)
+                tanh_squashed = _tanh(squashed, small)
+                d_o = d_r * tanh_squashed * output_gate * (1.0 - output_gate)
+                if CLIPPING:
+                    flag = tl.load(
+                        gate_inside + rows[:, None] * width + 3 * size + n[None, :], mask=inside, other=0
+                    )
+                    d_o = tl.where(flag != 0, d_o, 0.0)
+                tl.store(d_gates + rows[:, None] * width + 3 * size + n[None, :], d_o, mask=inside)
+                d_new = d_r * output_gate * (1.0 - tanh_squashed * tanh_squashed)
+                if LAYER_NORM:
+                    tl.store(d_squashed + at, d_new, mask=inside)
+                    d_new *= tl.load(ln_cw + n, mask=n_live, other=0.0)[None, :]
+                    sum_d += tl.sum(d_new, axis=1)
+                    sum_dh += tl.sum(d_new * hat, axis=1)
+                tl.store(d_new_rows + b[:, None] * size + n[None, :], d_new, mask=inside)
+            tl.debug_barrier()
+
+            # the gates' gradients and dL/dc_{t-1}
+            sum_s = tl.zeros((BLOCK_B,), dtype=w_hh.dtype.element_ty)
+            sum_sh = tl.zeros((BLOCK_B,), dtype=w_hh.dtype.element_ty)
+            for n0 in range(0, size, BLOCK_H):
+                n = n0 + tl.arange(0, BLOCK_H)
+                n_live = n < size
+                inside = live[:, None] & n_live[None, :]
+                at = rows[:, None] * size + n[None, :]
+                state_at = b[:, None] * size + n[None, :]
+                gate_at = rows[:, None] * width + n[None, :]
+                d_new = tl.load(d_new_rows + state_at, mask=inside, other=0.0)
+                if LAYER_NORM:
+                    hat = tl.load(cell_hat + at, mask=inside, other=0.0)
+                    rstd = tl.load(cell_rstd + rows, mask=live, other=0.0)
+                    d_new = rstd[:, None] * (d_new - (sum_d / size)[:, None] - hat * (sum_dh / size)[:, None])
+                d_c = tl.load(dc + state_at, mask=inside, other=0.0)
+                if KEEP_C != 0:
+                    keep = _keep(keep_c, keep_c_value, at, inside, KEEP_C)
+                    carry_c = d_c * keep
+                    d_new += d_c * (1.0 - keep)
+                else:
+                    carry_c = tl.zeros((BLOCK_B, BLOCK_H), dtype=w_hh.dtype.element_ty)
+                    d_new += d_c
+                d_o = tl.load(d_gates + gate_at + 3 * size, mask=inside, other=0.0)
+                if PEEPHOLE_O:
+                    d_new += d_o * tl.load(p_o + n, mask=n_live, other=0.0)[None, :]
+                input_gate = tl.load(gates + gate_at, mask=inside, other=0.0)
+                forget_gate = tl.load(gates + gate_at + size, mask=inside, other=0.0)
+                candidate = tl.load(gates + gate_at + 2 * size, mask=inside, other=0.0)
+                c_prev = tl.load(cell_prev + at, mask=inside, other=0.0)
+                d_g = d_new * input_gate * (1.0 - candidate * candidate)
+                d_f = d_new * c_prev
+                if COUPLED:  # i = 1 - f: the forget gate takes the input gate's gradient, negated
+                    d_f -= d_new * candidate
+                    d_i = tl.zeros((BLOCK_B, BLOCK_H), dtype=w_hh.dtype.element_ty)
+                else:
+                    d_i = d_new * candidate * input_gate * (1.0 - input_gate)
+                d_f *= forget_gate * (1.0 - forget_gate)
+                if CLIPPING:
+                    d_i = tl.where(tl.load(gate_inside + gate_at, mask=inside, other=0) != 0, d_i, 0.0)
+                    d_f = tl.where(tl.load(gate_inside + gate_at + size, mask=inside, other=0) != 0, d_f, 0.0)
+                    d_g = tl.where(
+                        tl.load(gate_inside + gate_at + 2 * size, mask=inside, other=0) != 0, d_g, 0.0
+                    )
+                tl.store(d_gates + gate_at, d_i, mask=inside)
+                tl.store(d_gates + gate_at + size, d_f, mask=inside)
+                tl.store(d_gates + gate_at + 2 * size, d_g, mask=inside)
+                d_c = d_new * forget_gate + carry_c
+                if PEEPHOLE_I:
+                    d_c += d_i * tl.load(p_i + n, mask=n_live, other=0.0)[None, :]
+                if PEEPHOLE_F:
+                    d_c += d_f * tl.load(p_f + n, mask=n_live, other=0.0)[None, :]
+                tl.store(dc + state_at, d_c, mask=inside)
+                if LAYER_NORM:  # the sums of LN(W_hh h)'s backward, over all four gates
+                    sum_s, sum_sh = _gain_sums(d_i, ln_hh, hh_hat + gate_at, n, n_live, inside, sum_s, sum_sh)
+                    sum_s, sum_sh = _gain_sums(
+                        d_f, ln_hh + size, hh_hat + gate_at + size, n, n_live, inside, sum_s, sum_sh
+                    )
+                    sum_s, sum_sh = _gain_sums(
+                        d_g, ln_hh + 2 * size, hh_hat + gate_at + 2 * size, n, n_live, inside, sum_s, sum_sh
+                    )
+                    sum_s, sum_sh = _gain_sums(
+                        d_o, ln_hh + 3 * size, hh_hat + gate_at + 3 * size, n, n_live, inside, sum_s, sum_sh
+                    )
+            tl.debug_barrier()
+
+            if LAYER_NORM:  # dL/d(W_hh h) through LN over the 4H columns
+                rstd = tl.load(hh_rstd + rows, mask=live, other=0.0)
+                for n0 in range(0, width, BLOCK_H):
+                    n = n0 + tl.arange(0, BLOCK_H)
+                    n_live = n < width
+                    inside = live[:, None] & n_live[None, :]
+                    at = rows[:, None] * width + n[None, :]
+                    scaled = (
+                        tl.load(d_gates + at, mask=inside, other=0.0)
+                        * tl.load(ln_hh + n, mask=n_live, other=0.0)[None, :]
+                    )
+                    hat = tl.load(hh_hat + at, mask=inside, other=0.0)
+                    d_z = rstd[:, None] * (
+                        scaled - (sum_s / width)[:, None] - hat * (sum_sh / width)[:, None]
+                    )
+                    tl.store(d_recurrent + at, d_z, mask=inside)
+                tl.debug_barrier()
+
+            for p0 in range(0, hidden_size, BLOCK_H):  # dL/dh_{t-1}
+                p = p0 + tl.arange(0, BLOCK_H)
+                p_live = p < hidden_size
+                inside = live[:, None] & p_live[None, :]
+                state_at = b[:, None] * hidden_size + p[None, :]
+                d_prev = _times(
+                    d_recurrent, width, rows, live, d_recurrent, w_hh, hidden_size, p, p_live, width,
+                    False, BLOCK_B, BLOCK_H, BLOCK_K,
+                )  # fmt: skip
+                if RECURRENT:
+                    d_prev *= tl.load(recurrent + state_at, mask=inside, other=0.0)
+                if KEEP_H != 0:
+                    d_prev += tl.load(carry_h + state_at, mask=inside, other=0.0)
+                d_before = tl.load(dh_src + state_at, mask=exists[:, None] & p_live[None, :])
+                tl.store(
+                    dh_dst + state_at,
+                    tl.where(live[:, None], d_prev, d_before),
+                    mask=exists[:, None] & p_live[None, :],
+                )
+            tl.debug_barrier()
+
+
+def _scalars(like: Tensor, masks: LSTMMasks, options: LSTMOptions) -> Tensor:
+    """The kernels' real-valued settings, as a tensor of their dtype (Triton would pass a Python
+    float as float32, which moves a float64 kernel's results by up to 1e-8), in the order they load
+    them: the clip bound, ``_tanh``'s series threshold, layer norm's eps, zoneout's keep fractions
+    of c and h in evaluation."""
+    values = (
+        0.0 if options.clip is None else float(options.clip),
+        0.25 if like.dtype == torch.float32 else 0.01,
+        LAYER_NORM_EPS,
+        _keep_mode(masks.keep_cell)[1],
+        _keep_mode(masks.keep_hidden)[1],
+    )
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def _keep_mode(mask: Tensor | None) -> tuple[int, float]:
+    """(mode, value) for ``_keep``: 0 no zoneout, 1 a mask per row, 2 one value (evaluation)."""
+    if mask is None:
+        return 0, 0.0
+    if mask.dim() == 0:
+        return 2, float(mask)
+    return 1, 0.0
+
+
+def _flags(w: LSTMWeights, masks: LSTMMasks, options: LSTMOptions, reverse: bool) -> dict:
+    """The kernels' compile-time switches."""
+    return dict(
+        REVERSE=reverse,
+        PEEPHOLE_I=w.peephole_i is not None,
+        PEEPHOLE_F=w.peephole_f is not None,
+        PEEPHOLE_O=w.peephole_o is not None,
+        LAYER_NORM=w.layer_norm_ih is not None,
+        PROJECT=w.w_hr is not None,
+        RECURRENT=masks.recurrent is not None,
+        KEEP_C=_keep_mode(masks.keep_cell)[0],
+        KEEP_H=_keep_mode(masks.keep_hidden)[0],
+        COUPLED=options.coupled,
+        CLIPPING=options.clip is not None,
+        BLOCK_B=BLOCK_B,
+        BLOCK_H=BLOCK_H,
+        BLOCK_K=BLOCK_K,
+    )
+
+
+def _shared(
+    w: LSTMWeights, masks: LSTMMasks, like: Tensor, batch_sizes: Sequence[int], options: LSTMOptions
+) -> tuple:
+    """The arguments both kernels take after their own buffers: vectors, masks, step layout."""
+    vectors = tuple(
+        like if v is None else v.detach().contiguous()
+        for v in (w.peephole_i, w.peephole_f, w.peephole_o, w.layer_norm_hh, w.layer_norm_cell_weight,
+                  w.layer_norm_cell_bias, masks.recurrent)
+    )  # fmt: skip
+    keep = tuple(like if m is None or m.dim() == 0 else m.detach().contiguous() for m in masks[1:])
+    sizes = torch.as_tensor(list(batch_sizes), dtype=torch.int64)
+    offsets = (torch.cumsum(sizes, 0) - sizes).to(like.device)
+    return (*vectors, *keep, offsets, sizes.to(like.device), len(batch_sizes), _scalars(like, masks, options))
+
+
+class TritonLoops:
+    """The LSTM recurrences as one Triton kernel launch each (see ``lstm_function.Loops``)."""
+
+    def forward(
+        self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        batch, size, hidden_size = c0.shape[0], c0.shape[1], h0.shape[1]
+        like = ws.gates
+        hidden = h0.detach().new_empty(2, batch, hidden_size)
+        hidden[0] = h0
+        cell = c0.detach().clone().contiguous()
+        w_hr_t = like if w.w_hr is None else w.w_hr.detach().t().contiguous()
+        pick = lambda t: like if t is None else t  # noqa: E731
+        _forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
+            like, ws.cell_new, ws.cells, ws.out, pick(ws.unprojected), pick(ws.hh_hat), pick(ws.hh_rstd),
+            pick(ws.cell_hat), pick(ws.cell_rstd), like if ws.gate_inside is None else ws.gate_inside.view(torch.uint8),
+            hidden, cell, w.w_hh.detach().t().contiguous(), w_hr_t,
+            *_shared(w, masks, like, batch_sizes, options), batch, size, hidden_size,
+            **_flags(w, masks, options, reverse), **LAUNCH,
+        )  # fmt: skip
+        return hidden[len(batch_sizes) % 2], cell
+
+    def backward(
+        self, ws: Workspace, gs: Gradients, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, w: LSTMWeights,
+        masks: LSTMMasks, batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
+        batch, size, hidden_size = d_cn.shape[0], d_cn.shape[1], d_hn.shape[1]
+        like = ws.gates
+        dh = d_hn.new_empty(2, batch, hidden_size)
+        dh[0] = d_hn
+        dc = d_cn.clone().contiguous()
+        scratch = like.new_empty(3, batch, max(size, hidden_size))  # d_hidden, carry_h, d_new rows
+        w_hr = like if w.w_hr is None else w.w_hr.detach().contiguous()
+        pick = lambda t: like if t is None else t  # noqa: E731
+        _backward_kernel[(triton.cdiv(batch, BLOCK_B),)](
+            like, ws.cell_new, pick(ws.hh_hat), pick(ws.hh_rstd), pick(ws.cell_hat), pick(ws.cell_rstd),
+            like if ws.gate_inside is None else ws.gate_inside.view(torch.uint8), gs.cell_prev,
+            d_out, dh, dc, gs.d_gates, gs.d_recurrent, pick(gs.d_squashed), pick(gs.d_projected),
+            scratch[0], scratch[1], scratch[2], w.w_hh.detach().contiguous(), w_hr,
+            *_shared(w, masks, like, batch_sizes, options), batch, size, hidden_size,
+            **_flags(w, masks, options, reverse), **LAUNCH,
+        )  # fmt: skip
+        return dh[len(batch_sizes) % 2], dc
+
+
+lstm_layer = lstm_layer_with(TritonLoops())

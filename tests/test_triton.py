@@ -1,0 +1,121 @@
+"""Backend "triton" (kernels/gpu.py) where its tiling shows: several programs, unit blocks and
+product tiles, against the step-by-step reference in float64.
+
+The backend-generic tests (test_vs_torch, test_variants, test_packed, test_dispatch) run it as
+well, at sizes inside one tile. Without a GPU, and by default in this suite (conftest), Triton's
+interpreter runs the kernels on CPU tensors; on a GPU machine,
+``TRITON_INTERPRET=0 pytest tests/test_triton.py`` compiles them for CUDA tensors instead.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit import functional
+from lstmkit.kernels import gpu
+
+from .test_variants import _assert_close, _run_both
+
+pytestmark = pytest.mark.skipif(not gpu.available(), reason="Triton is not installed")
+
+DEVICE = "cpu" if gpu.interpreted() else "cuda"
+
+# 37 sequences: three programs of BLOCK_B = 16, the last one part empty; H = 40: two blocks of
+# BLOCK_H = 32 units, and products two BLOCK_K tiles deep; lengths 1..6 in every program
+BATCH = 37
+LENGTHS = [1 + (7 * k) % 6 for k in range(BATCH)]
+ALL_OPTIONS = dict(
+    layer_norm=True, peephole=True, cell_clip=0.5, zoneout=(0.3, 0.2), recurrent_dropout=0.3
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options, proj",
+    [
+        ({}, 0),
+        ({}, 36),
+        (ALL_OPTIONS, 0),
+        (ALL_OPTIONS, 36),
+        (dict(coupled_input_forget=True, weight_dropout=0.3), 0),
+    ],
+    ids=["plain", "projection", "all-options", "all-options-projection", "coupled"],
+)
+@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
+def test_several_programs_and_tiles_equal_reference(options, proj, training):
+    assert BATCH > 2 * gpu.BLOCK_B and 40 > gpu.BLOCK_H and 40 > gpu.BLOCK_K
+    results = _run_both(
+        options, backend="triton", layers=1, bidirectional=True, proj=proj, lengths=LENGTHS, batch=BATCH,
+        input_size=7, hidden_size=40, training=training, device=DEVICE,
+    )  # fmt: skip
+    _assert_close(results, options)
+
+
+def test_float32_at_the_tiles_equals_reference():
+    """float32 against float64 (1e-5 of each tensor's scale): IEEE products, no TF32."""
+    results = _run_both(
+        {}, backend="triton", layers=1, bidirectional=True, proj=0, lengths=LENGTHS, batch=BATCH,
+        input_size=7, hidden_size=40, dtype=torch.float32, device=DEVICE,
+    )  # fmt: skip
+    _assert_close(results, {})
+
+
+@pytest.mark.parametrize("dtype, bound", [(torch.bfloat16, 1e-2), (torch.float16, 1.5e-3)])
+def test_half_precision_runs_in_float32(dtype, bound):
+    """As the cpu backend: half types computed in float32, returned in the half type."""
+    results = _run_both(
+        dict(peephole=True, zoneout=0.2), backend="triton", lengths=[6, 2, 5, 1], dtype=dtype, device=DEVICE
+    )
+    for k, (a, b) in enumerate(zip(*([t.detach() for t in r] for r in results), strict=True)):
+        assert a.dtype == dtype, f"item {k}: {a.dtype}"
+        error = float((a.double() - b).abs().max())
+        assert error <= bound * max(1.0, float(b.abs().max())), f"item {k}: error {error}"
+
+
+def test_tanh_keeps_its_relative_precision_near_zero():
+    """The kernels' tanh against torch.tanh, relative error, across its series threshold."""
+    for dtype, bound in ((torch.float32, 3e-7), (torch.float64, 1e-14)):
+        x = torch.cat([torch.logspace(-30, 1.5, 400, dtype=dtype), torch.tensor([0.0], dtype=dtype)])
+        x = torch.cat([x, -x]).to(DEVICE)
+        model = lstmkit.LSTM(1, 1, bias=False, dtype=dtype, backend="triton").to(DEVICE)
+        with torch.no_grad():  # one unit whose candidate is x and whose other gates are constant
+            model.weight_ih_l0.copy_(torch.tensor([[0.0], [0.0], [1.0], [0.0]]))
+            model.weight_hh_l0.zero_()
+            _, (_, cell) = model(x.view(1, -1, 1))
+        # i = f = o = 1/2 and c0 = 0: c = tanh(x) / 2
+        expected = torch.tanh(x.double()) / 2
+        error = ((cell.view(-1).double() - expected).abs() / expected.abs().clamp_min(1e-300)).max()
+        assert float(error) <= bound, f"{dtype}: {float(error)}"
+
+
+def test_cpu_tensors_need_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not gpu.runs_on(torch.device("cpu")) and gpu.runs_on(torch.device("cuda"))
+    with pytest.raises(
+        ValueError,
+        match=r"backend 'triton' runs float16, bfloat16 \(in float32\), float32 and float64 tensors on CUDA "
+        r"\(on the CPU only under TRITON_INTERPRET=1\), got torch.float32 on cpu",
+    ):
+        lstmkit.LSTM(3, 4, backend="triton")(torch.zeros(2, 1, 3))
+
+
+def test_auto_keeps_the_torch_backend_for_cuda_tensors():
+    """Not measured on a GPU yet (no device was lent): "auto" does not pick it."""
+    like = torch.empty(0, device="meta")
+    assert functional.kernel("auto", "lstm", like, 100) is not gpu.lstm_layer
+
+
+def test_kernels_compile_for_a_cuda_device_without_one(tmp_path):
+    """Triton compiles both kernels to an sm_90 binary for every compile-time branch (see
+    _triton_compile.py), in a fresh process with the interpreter off and an empty kernel cache."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path)}
+    script = Path(__file__).with_name("_triton_compile.py")
+    result = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.stdout.count(" ok\n") == 20, result.stdout
