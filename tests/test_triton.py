@@ -35,17 +35,17 @@ ALL_OPTIONS = dict(
 
 
 @pytest.mark.parametrize(
-    "options, proj",
+    "options, proj, training",
     [
-        ({}, 0),
-        ({}, 36),
-        (ALL_OPTIONS, 0),
-        (ALL_OPTIONS, 36),
-        (dict(coupled_input_forget=True, weight_dropout=0.3), 0),
+        ({}, 0, True),
+        ({}, 36, True),
+        (ALL_OPTIONS, 0, True),
+        (ALL_OPTIONS, 36, True),
+        (ALL_OPTIONS, 36, False),  # evaluation: zoneout's one keep fraction, no dropout
+        (dict(coupled_input_forget=True, weight_dropout=0.3), 0, True),
     ],
-    ids=["plain", "projection", "all-options", "all-options-projection", "coupled"],
+    ids=["plain", "projection", "all-options", "all-options-projection", "all-options-evaluation", "coupled"],
 )
-@pytest.mark.parametrize("training", [True, False], ids=["training", "evaluation"])
 def test_several_programs_and_tiles_equal_reference(options, proj, training):
     assert BATCH > 2 * gpu.BLOCK_B and 40 > gpu.BLOCK_H and 40 > gpu.BLOCK_K
     results = _run_both(

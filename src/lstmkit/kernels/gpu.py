@@ -90,6 +90,51 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
         return acc
 
     @triton.jit
+    def _columns(n0, width, live, BLOCK_H: tl.constexpr):
+        """The block of BLOCK_H columns from n0 of a row ``width`` wide: (indices, which exist, which
+        exist in a live row)."""
+        n = n0 + tl.arange(0, BLOCK_H)
+        n_live = n < width
+        return n, n_live, live[:, None] & n_live[None, :]
+
+    @triton.jit
+    def _row_moments(values, rows, live, width, eps, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+        """(mean, 1 / sqrt(variance + eps)) of each row ``rows`` of a row-major (N, width) buffer,
+        in two passes (the one-pass formula cancels)."""
+        total = tl.zeros((BLOCK_B,), dtype=values.dtype.element_ty)
+        for n0 in range(0, width, BLOCK_H):
+            n, _, inside = _columns(n0, width, live, BLOCK_H)
+            total += tl.sum(
+                tl.load(values + rows[:, None] * width + n[None, :], mask=inside, other=0.0), axis=1
+            )
+        mean = total / width
+        spread = tl.zeros((BLOCK_B,), dtype=values.dtype.element_ty)
+        for n0 in range(0, width, BLOCK_H):
+            n, _, inside = _columns(n0, width, live, BLOCK_H)
+            value = tl.load(values + rows[:, None] * width + n[None, :], mask=inside, other=0.0)
+            d = tl.where(inside, value - mean[:, None], 0.0)
+            spread += tl.sum(d * d, axis=1)
+        return mean, 1.0 / tl.sqrt(spread / width + eps)
+
+    @triton.jit
+    def _recurrent_side(
+        gate, at, n, n_live, inside, size, h_src, hidden_size, b, live, recurrent, w_hh_t, hh_hat, ln_hh,
+        mean, inverse, LAYER_NORM: tl.constexpr, RECURRENT: tl.constexpr,
+        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):  # fmt: skip
+        """One gate's block of units: (W_hh h)'s columns, or with LAYER_NORM the raw values that
+        ``hh_hat`` holds at ``at`` normalised (and stored back) times their gains."""
+        offset = gate * size
+        if LAYER_NORM:
+            hat = (tl.load(hh_hat + at + offset, mask=inside, other=0.0) - mean[:, None]) * inverse[:, None]
+            tl.store(hh_hat + at + offset, hat, mask=inside)
+            return hat * tl.load(ln_hh + offset + n, mask=n_live, other=0.0)[None, :]
+        return _times(
+            h_src, hidden_size, b, live, recurrent, w_hh_t, 4 * size, n + offset, n_live, hidden_size,
+            RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+        )  # fmt: skip
+
+    @triton.jit
     def _keep(keep, keep_value, at, inside, MODE: tl.constexpr):
         """Zoneout's keep fraction: MODE 1 a per-row mask, 2 one value (evaluation)."""
         if MODE == 1:
@@ -132,77 +177,45 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
             h_dst = hidden + ((s + 1) % 2) * batch * hidden_size
 
             if LAYER_NORM:  # W_hh h of the whole row first: its mean and spread over 4H
-                total = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
                 for n0 in range(0, width, BLOCK_H):
-                    n = n0 + tl.arange(0, BLOCK_H)
-                    n_live = n < width
+                    n, n_live, inside = _columns(n0, width, live, BLOCK_H)
                     z = _times(
                         h_src, hidden_size, b, live, recurrent, w_hh_t, width, n, n_live, hidden_size,
                         RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
                     )  # fmt: skip
-                    tl.store(
-                        hh_hat + rows[:, None] * width + n[None, :], z, mask=live[:, None] & n_live[None, :]
-                    )
-                    total += tl.sum(z, axis=1)
-                mean = total / width
+                    tl.store(hh_hat + rows[:, None] * width + n[None, :], z, mask=inside)
                 tl.debug_barrier()
-                spread = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
-                for n0 in range(0, width, BLOCK_H):
-                    n = n0 + tl.arange(0, BLOCK_H)
-                    inside = live[:, None] & (n < width)[None, :]
-                    z = tl.load(hh_hat + rows[:, None] * width + n[None, :], mask=inside, other=0.0)
-                    d = tl.where(inside, z - mean[:, None], 0.0)
-                    spread += tl.sum(d * d, axis=1)
-                hh_inverse = 1.0 / tl.sqrt(spread / width + eps)
+                mean, hh_inverse = _row_moments(hh_hat, rows, live, width, eps, BLOCK_B, BLOCK_H)
                 tl.store(hh_rstd + rows, hh_inverse, mask=live)
+            else:  # unused
+                mean = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
+                hh_inverse = mean
 
             for n0 in range(0, size, BLOCK_H):
-                n = n0 + tl.arange(0, BLOCK_H)
-                n_live = n < size
-                inside = live[:, None] & n_live[None, :]
+                n, n_live, inside = _columns(n0, size, live, BLOCK_H)
                 at = rows[:, None] * width + n[None, :]
                 state_at = b[:, None] * size + n[None, :]
                 a_i = tl.load(gates + at, mask=inside, other=0.0)
                 a_f = tl.load(gates + at + size, mask=inside, other=0.0)
                 a_g = tl.load(gates + at + 2 * size, mask=inside, other=0.0)
                 a_o = tl.load(gates + at + 3 * size, mask=inside, other=0.0)
-                if LAYER_NORM:
-                    hat_at = hh_hat + at
-                    z_i = (tl.load(hat_at, mask=inside, other=0.0) - mean[:, None]) * hh_inverse[:, None]
-                    z_f = (tl.load(hat_at + size, mask=inside, other=0.0) - mean[:, None]) * hh_inverse[
-                        :, None
-                    ]
-                    z_g = (tl.load(hat_at + 2 * size, mask=inside, other=0.0) - mean[:, None]) * hh_inverse[
-                        :, None
-                    ]
-                    z_o = (tl.load(hat_at + 3 * size, mask=inside, other=0.0) - mean[:, None]) * hh_inverse[
-                        :, None
-                    ]
-                    tl.store(hat_at, z_i, mask=inside)
-                    tl.store(hat_at + size, z_f, mask=inside)
-                    tl.store(hat_at + 2 * size, z_g, mask=inside)
-                    tl.store(hat_at + 3 * size, z_o, mask=inside)
-                    a_i += z_i * tl.load(ln_hh + n, mask=n_live, other=0.0)[None, :]
-                    a_f += z_f * tl.load(ln_hh + size + n, mask=n_live, other=0.0)[None, :]
-                    a_g += z_g * tl.load(ln_hh + 2 * size + n, mask=n_live, other=0.0)[None, :]
-                    a_o += z_o * tl.load(ln_hh + 3 * size + n, mask=n_live, other=0.0)[None, :]
-                else:
-                    a_i += _times(
-                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n, n_live, hidden_size,
-                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
-                    )  # fmt: skip
-                    a_f += _times(
-                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n + size, n_live, hidden_size,
-                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
-                    )  # fmt: skip
-                    a_g += _times(
-                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n + 2 * size, n_live, hidden_size,
-                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
-                    )  # fmt: skip
-                    a_o += _times(
-                        h_src, hidden_size, b, live, recurrent, w_hh_t, width, n + 3 * size, n_live, hidden_size,
-                        RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
-                    )  # fmt: skip
+                # the recurrent side of each gate: W_hh h's block, or its layer norm times the gain
+                a_i += _recurrent_side(
+                    0, at, n, n_live, inside, size, h_src, hidden_size, b, live, recurrent, w_hh_t, hh_hat,
+                    ln_hh, mean, hh_inverse, LAYER_NORM, RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                )  # fmt: skip
+                a_f += _recurrent_side(
+                    1, at, n, n_live, inside, size, h_src, hidden_size, b, live, recurrent, w_hh_t, hh_hat,
+                    ln_hh, mean, hh_inverse, LAYER_NORM, RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                )  # fmt: skip
+                a_g += _recurrent_side(
+                    2, at, n, n_live, inside, size, h_src, hidden_size, b, live, recurrent, w_hh_t, hh_hat,
+                    ln_hh, mean, hh_inverse, LAYER_NORM, RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                )  # fmt: skip
+                a_o += _recurrent_side(
+                    3, at, n, n_live, inside, size, h_src, hidden_size, b, live, recurrent, w_hh_t, hh_hat,
+                    ln_hh, mean, hh_inverse, LAYER_NORM, RECURRENT, BLOCK_B, BLOCK_H, BLOCK_K,
+                )  # fmt: skip
                 c_prev = tl.load(cell + state_at, mask=inside, other=0.0)
                 if PEEPHOLE_I:
                     a_i += tl.load(p_i + n, mask=n_live, other=0.0)[None, :] * c_prev
@@ -253,27 +266,10 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
 
             if LAYER_NORM:  # LN(c') over the row's H units, then o * tanh(LN(c'))
                 tl.debug_barrier()
-                total = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
-                for n0 in range(0, size, BLOCK_H):
-                    n = n0 + tl.arange(0, BLOCK_H)
-                    inside = live[:, None] & (n < size)[None, :]
-                    total += tl.sum(
-                        tl.load(cell_new + rows[:, None] * size + n[None, :], mask=inside, other=0.0), axis=1
-                    )
-                c_mean = total / size
-                spread = tl.zeros((BLOCK_B,), dtype=w_hh_t.dtype.element_ty)
-                for n0 in range(0, size, BLOCK_H):
-                    n = n0 + tl.arange(0, BLOCK_H)
-                    inside = live[:, None] & (n < size)[None, :]
-                    c = tl.load(cell_new + rows[:, None] * size + n[None, :], mask=inside, other=0.0)
-                    d = tl.where(inside, c - c_mean[:, None], 0.0)
-                    spread += tl.sum(d * d, axis=1)
-                c_inverse = 1.0 / tl.sqrt(spread / size + eps)
+                c_mean, c_inverse = _row_moments(cell_new, rows, live, size, eps, BLOCK_B, BLOCK_H)
                 tl.store(cell_rstd + rows, c_inverse, mask=live)
                 for n0 in range(0, size, BLOCK_H):
-                    n = n0 + tl.arange(0, BLOCK_H)
-                    n_live = n < size
-                    inside = live[:, None] & n_live[None, :]
+                    n, n_live, inside = _columns(n0, size, live, BLOCK_H)
                     at = rows[:, None] * size + n[None, :]
                     c = tl.load(cell_new + at, mask=inside, other=0.0)
                     hat = (c - c_mean[:, None]) * c_inverse[:, None]
@@ -293,9 +289,7 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
 
             tl.debug_barrier()
             for p0 in range(0, hidden_size, BLOCK_H):  # h'_t (projected), zoneout, the next state
-                p = p0 + tl.arange(0, BLOCK_H)
-                p_live = p < hidden_size
-                inside = live[:, None] & p_live[None, :]
+                p, p_live, inside = _columns(p0, hidden_size, live, BLOCK_H)
                 at = rows[:, None] * hidden_size + p[None, :]
                 if PROJECT:
                     h_new = _times(
@@ -348,8 +342,7 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
 
             # dL/dh'_t: the carried gradient and the output's, less what zoneout passes to h_{t-1}
             for p0 in range(0, hidden_size, BLOCK_H):
-                p = p0 + tl.arange(0, BLOCK_H)
-                inside = live[:, None] & (p < hidden_size)[None, :]
+                p, _, inside = _columns(p0, hidden_size, live, BLOCK_H)
                 state_at = b[:, None] * hidden_size + p[None, :]
                 at = rows[:, None] * hidden_size + p[None, :]
                 d_h = tl.load(dh_src + state_at, mask=inside, other=0.0) + tl.load(
@@ -369,9 +362,7 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
             sum_d = tl.zeros((BLOCK_B,), dtype=w_hh.dtype.element_ty)
             sum_dh = tl.zeros((BLOCK_B,), dtype=w_hh.dtype.element_ty)
             for n0 in range(0, size, BLOCK_H):
-                n = n0 + tl.arange(0, BLOCK_H)
-                n_live = n < size
-                inside = live[:, None] & n_live[None, :]
+                n, n_live, inside = _columns(n0, size, live, BLOCK_H)
                 at = rows[:, None] * size + n[None, :]
                 if PROJECT:
                     d_r = _times(
@@ -412,9 +403,7 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
             sum_s = tl.zeros((BLOCK_B,), dtype=w_hh.dtype.element_ty)
             sum_sh = tl.zeros((BLOCK_B,), dtype=w_hh.dtype.element_ty)
             for n0 in range(0, size, BLOCK_H):
-                n = n0 + tl.arange(0, BLOCK_H)
-                n_live = n < size
-                inside = live[:, None] & n_live[None, :]
+                n, n_live, inside = _columns(n0, size, live, BLOCK_H)
                 at = rows[:, None] * size + n[None, :]
                 state_at = b[:, None] * size + n[None, :]
                 gate_at = rows[:, None] * width + n[None, :]
@@ -477,9 +466,7 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
             if LAYER_NORM:  # dL/d(W_hh h) through LN over the 4H columns
                 rstd = tl.load(hh_rstd + rows, mask=live, other=0.0)
                 for n0 in range(0, width, BLOCK_H):
-                    n = n0 + tl.arange(0, BLOCK_H)
-                    n_live = n < width
-                    inside = live[:, None] & n_live[None, :]
+                    n, n_live, inside = _columns(n0, width, live, BLOCK_H)
                     at = rows[:, None] * width + n[None, :]
                     scaled = (
                         tl.load(d_gates + at, mask=inside, other=0.0)
@@ -493,9 +480,7 @@ if importlib.util.find_spec("triton") is not None:  # defined for tests and comp
                 tl.debug_barrier()
 
             for p0 in range(0, hidden_size, BLOCK_H):  # dL/dh_{t-1}
-                p = p0 + tl.arange(0, BLOCK_H)
-                p_live = p < hidden_size
-                inside = live[:, None] & p_live[None, :]
+                p, p_live, inside = _columns(p0, hidden_size, live, BLOCK_H)
                 state_at = b[:, None] * hidden_size + p[None, :]
                 d_prev = _times(
                     d_recurrent, width, rows, live, d_recurrent, w_hh, hidden_size, p, p_live, width,
