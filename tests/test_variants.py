@@ -2,6 +2,8 @@
 formulas of lstmkit.reference_variants (autograd, no shared code), finite differences, the
 semantics of the random masks, introspection and initialisation."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from torch.autograd import gradcheck
 
 import lstmkit
 from lstmkit import functional, reference_variants
-from lstmkit.kernels import cpu, masks, pool, torch_ops
+from lstmkit.kernels import cpu, gpu, masks, pool, torch_ops
 from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 
 from ._compare import TOLERANCE
@@ -30,7 +32,11 @@ SINGLE_OPTIONS = [
 
 
 FAST = [b for b in lstmkit.functional.available("lstm") if b not in ("auto", "reference")]
-KERNELS = [torch_ops] + ([cpu] if cpu.available() else [])
+KERNELS = (
+    [torch_ops]
+    + ([cpu] if cpu.available() else [])
+    + ([gpu] if gpu.available() and gpu.runs_on(torch.device("cpu")) else [])
+)
 
 
 def _oracle_dtype(dtype):
@@ -197,10 +203,15 @@ def test_cpu_kernel_splits_the_batch_by_work(monkeypatch, torch_threads):
     assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 10) == [(0, 5)]  # torch's thread count
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("coupled", [False, True])
-@pytest.mark.parametrize("clip", [None, 1.5])
-@pytest.mark.parametrize("reverse", [False, True])
+# (coupled, clip, reverse); the interpreted Triton kernel, 6 s a case, takes two that cover each
+GRADCHECK_CASES = list(itertools.product([False, True], [None, 1.5], [False, True]))
+GRADCHECK_GPU_CASES = [(False, 1.5, True), (True, None, False)]
+
+
+@pytest.mark.parametrize(
+    "kernel, coupled, clip, reverse",
+    [(k, *case) for k in KERNELS for case in GRADCHECK_CASES if k is not gpu or case in GRADCHECK_GPU_CASES],
+)
 def test_kernel_gradcheck_with_every_option(kernel, coupled, clip, reverse):
     """Finite differences through layer norm, peepholes, projection, zoneout and recurrent dropout."""
     gen = torch.Generator().manual_seed(3)
@@ -231,7 +242,9 @@ def test_kernel_gradcheck_with_every_option(kernel, coupled, clip, reverse):
         )
         return out, h, c
 
-    assert gradcheck(run, (x, h0, c0, *tensors))
+    # the interpreted Triton kernel takes 50 s for the whole Jacobian: it gets gradcheck's fast
+    # mode, finite differences along random directions (and test_triton's comparisons in float64)
+    assert gradcheck(run, (x, h0, c0, *tensors), fast_mode=kernel is gpu)
 
 
 def test_variant_reference_with_options_off_is_the_textbook_cell():
@@ -386,6 +399,38 @@ def test_gates_satisfy_the_cell_equations(options, backend):
             assert torch.all(g.cell[k, b, length:] == 0)
             if options.get("coupled_input_forget"):
                 torch.testing.assert_close(g.input_gate[k, b, :length], 1 - g.forget_gate[k, b, :length])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", FAST)
+def test_gate_functions_keep_their_precision(backend, dtype):
+    """tanh and the sigmoid as each backend computes them, through one unit with c0 = 0 whose
+    c = σ(a_i) tanh(a_g). float32: tanh within 4e-7 in relative error, down to 1e-30 where
+    1 - 2 / (1 + e^2x) would cancel (the cpu kernel's rational function measured 3.3e-7), the
+    sigmoid within 2e-7 in absolute error ((1 + tanh(x/2)) / 2 there: 1.3e-7). float64: both
+    within 1e-15 in absolute error."""
+    single = dtype == torch.float32
+    device = "cuda" if backend == "triton" and not gpu.runs_on(torch.device("cpu")) else "cpu"
+    small = torch.logspace(-30, 1.5, 400, dtype=torch.float64)
+    around = torch.linspace(-30, 30, 801, dtype=torch.float64)
+    model = lstmkit.LSTM(1, 1, dtype=dtype, backend=backend).to(device)
+    for name, inputs, weight, bias, exact in (
+        ("tanh", torch.cat([small, -small, small[:1] * 0]), [0.0, 0.0, 1.0, 0.0], [0.0] * 4, None),
+        ("sigmoid", around, [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 30.0, 0.0], torch.sigmoid(around)),
+    ):  # fmt: skip
+        with torch.no_grad():
+            model.weight_ih_l0.copy_(torch.tensor(weight).view(4, 1))
+            model.weight_hh_l0.zero_()
+            model.bias_ih_l0.copy_(torch.tensor(bias))
+            model.bias_hh_l0.zero_()
+            _, (_, cell) = model(inputs.to(device, dtype).view(1, -1, 1))
+        # tanh: i = σ(0) = 1/2 and g = tanh(x); sigmoid: i = σ(x) and g = tanh(30) = 1
+        exact = torch.tanh(inputs) / 2 if exact is None else exact
+        error = (cell.view(-1).double().cpu() - exact).abs()
+        if single and name == "tanh":
+            error = error / exact.abs().clamp_min(1e-300)
+        bound = {"tanh": 4e-7, "sigmoid": 2e-7}[name] if single else 1e-15
+        assert float(error.max()) <= bound, f"{name}: {float(error.max())}"
 
 
 def test_return_gates_off_keeps_torchs_outputs():
