@@ -36,6 +36,9 @@ BLOCK_K = 32  # depth per tile of a product
 LAUNCH = dict(num_warps=4, enable_fp_fusion=True)
 
 
+_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def interpreted() -> bool:
     """Whether Triton runs kernels in its NumPy interpreter (``TRITON_INTERPRET=1``), on CPU tensors."""
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
@@ -43,7 +46,7 @@ def interpreted() -> bool:
 
 def available() -> bool:
     """Triton is installed and has somewhere to run: a CUDA device, or its interpreter."""
-    return importlib.util.find_spec("triton") is not None and (torch.cuda.is_available() or interpreted())
+    return _INSTALLED and (torch.cuda.is_available() or interpreted())
 
 
 def runs_on(device: torch.device) -> bool:
@@ -51,7 +54,7 @@ def runs_on(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and interpreted())
 
 
-if importlib.util.find_spec("triton") is not None:  # defined for tests and compile checks too
+if _INSTALLED:  # defined without a device too, for the tests' compile check
     import triton
     import triton.language as tl
 
@@ -548,14 +551,24 @@ def _shared(
 ) -> tuple:
     """The arguments both kernels take after their own buffers: vectors, masks, step layout."""
     vectors = tuple(
-        like if v is None else v.detach().contiguous()
+        _pointer(None if v is None else v.detach().contiguous(), like)
         for v in (w.peephole_i, w.peephole_f, w.peephole_o, w.layer_norm_hh, w.layer_norm_cell_weight,
                   w.layer_norm_cell_bias, masks.recurrent)
     )  # fmt: skip
-    keep = tuple(like if m is None or m.dim() == 0 else m.detach().contiguous() for m in masks[1:])
+    keep = tuple(
+        _pointer(None if m is None or m.dim() == 0 else m.detach().contiguous(), like) for m in masks[1:]
+    )
     sizes = torch.as_tensor(list(batch_sizes), dtype=torch.int64)
     offsets = (torch.cumsum(sizes, 0) - sizes).to(like.device)
     return (*vectors, *keep, offsets, sizes.to(like.device), len(batch_sizes), _scalars(like, masks, options))
+
+
+def _pointer(tensor: Tensor | None, like: Tensor) -> Tensor:
+    """What a kernel argument points at: ``like`` for an absent buffer (its switch keeps the kernel
+    off it), bytes for the clip flags (Triton stores no bool)."""
+    if tensor is None:
+        return like
+    return tensor.view(torch.uint8) if tensor.dtype == torch.bool else tensor
 
 
 class TritonLoops:
@@ -570,12 +583,11 @@ class TritonLoops:
         hidden = h0.detach().new_empty(2, batch, hidden_size)
         hidden[0] = h0
         cell = c0.detach().clone().contiguous()
-        w_hr_t = like if w.w_hr is None else w.w_hr.detach().t().contiguous()
-        pick = lambda t: like if t is None else t  # noqa: E731
+        w_hr_t = None if w.w_hr is None else w.w_hr.detach().t().contiguous()
+        buffers = (ws.unprojected, ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd, ws.gate_inside)
         _forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
-            like, ws.cell_new, ws.cells, ws.out, pick(ws.unprojected), pick(ws.hh_hat), pick(ws.hh_rstd),
-            pick(ws.cell_hat), pick(ws.cell_rstd), like if ws.gate_inside is None else ws.gate_inside.view(torch.uint8),
-            hidden, cell, w.w_hh.detach().t().contiguous(), w_hr_t,
+            like, ws.cell_new, ws.cells, ws.out, *(_pointer(t, like) for t in buffers),
+            hidden, cell, w.w_hh.detach().t().contiguous(), _pointer(w_hr_t, like),
             *_shared(w, masks, like, batch_sizes, options), batch, size, hidden_size,
             **_flags(w, masks, options, reverse), **LAUNCH,
         )  # fmt: skip
@@ -591,13 +603,12 @@ class TritonLoops:
         dh[0] = d_hn
         dc = d_cn.clone().contiguous()
         scratch = like.new_empty(3, batch, max(size, hidden_size))  # d_hidden, carry_h, d_new rows
-        w_hr = like if w.w_hr is None else w.w_hr.detach().contiguous()
-        pick = lambda t: like if t is None else t  # noqa: E731
+        w_hr = None if w.w_hr is None else w.w_hr.detach().contiguous()
+        buffers = (ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd, ws.gate_inside)
         _backward_kernel[(triton.cdiv(batch, BLOCK_B),)](
-            like, ws.cell_new, pick(ws.hh_hat), pick(ws.hh_rstd), pick(ws.cell_hat), pick(ws.cell_rstd),
-            like if ws.gate_inside is None else ws.gate_inside.view(torch.uint8), gs.cell_prev,
-            d_out, dh, dc, gs.d_gates, gs.d_recurrent, pick(gs.d_squashed), pick(gs.d_projected),
-            scratch[0], scratch[1], scratch[2], w.w_hh.detach().contiguous(), w_hr,
+            like, ws.cell_new, *(_pointer(t, like) for t in buffers), gs.cell_prev,
+            d_out, dh, dc, gs.d_gates, gs.d_recurrent, _pointer(gs.d_squashed, like), _pointer(gs.d_projected, like),
+            scratch[0], scratch[1], scratch[2], w.w_hh.detach().contiguous(), _pointer(w_hr, like),
             *_shared(w, masks, like, batch_sizes, options), batch, size, hidden_size,
             **_flags(w, masks, options, reverse), **LAUNCH,
         )  # fmt: skip
