@@ -2,8 +2,8 @@
 product tiles, against the step-by-step reference in float64.
 
 The backend-generic tests (test_vs_torch, test_variants, test_packed, test_dispatch) run it as
-well, at sizes inside one tile. Without a GPU, and by default in this suite (conftest), Triton's
-interpreter runs the kernels on CPU tensors; on a GPU machine,
+well, at sizes inside one tile. In this suite Triton's interpreter runs the kernels on CPU tensors
+by default (conftest), GPU or not; on a GPU machine,
 ``TRITON_INTERPRET=0 pytest tests/test_triton.py`` compiles them for CUDA tensors instead.
 """
 
