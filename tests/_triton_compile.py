@@ -14,7 +14,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from lstmkit.kernels import gpu
+from lstmkit.kernels import gpu, triton_kernels
 
 POINTERS = {"offsets": "*i64", "batch_sizes": "*i64", "gate_inside": "*u8"}
 INTEGERS = {"steps", "batch", "size", "hidden_size"}
@@ -61,7 +61,7 @@ def compile_kernel(kernel, dtype: str, switches: dict, keep: tuple[int, int], ca
 def main() -> int:
     assert os.environ.get("TRITON_INTERPRET", "0") == "0", "the interpreter compiles nothing"
     for (switches, keep), dtype, kernel in itertools.product(
-        switch_sets(), ("fp32", "fp64"), (gpu._forward_kernel, gpu._backward_kernel)
+        switch_sets(), ("fp32", "fp64"), (triton_kernels.lstm_forward, triton_kernels.lstm_backward)
     ):
         on = [name for name, value in switches.items() if value]
         compiled = compile_kernel(kernel, dtype, switches, keep, capability=90)

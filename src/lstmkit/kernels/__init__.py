@@ -20,5 +20,6 @@ lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
 - ``masks``: the variant options' random masks, a counter hash seeded from torch's generator;
 - ``torch_ops``: backend "torch" (the recurrences as PyTorch calls; the plain RNN);
 - ``cpu``: backend "cpu" (the recurrences compiled with Numba);
-- ``gpu``: backend "triton" (the recurrences as Triton kernels, for CUDA tensors).
+- ``gpu``: backend "triton" (the recurrences as Triton kernels, for CUDA tensors), whose kernels
+  are in ``triton_kernels``.
 """
