@@ -102,6 +102,20 @@ def _in_float32(layer: LayerFn) -> LayerFn:
     return run
 
 
+# The compiled backends: their kernels' dtypes (half types are computed in float32), whether they
+# run on a device, and how their error names those devices.
+COMPILED: dict[str, tuple[tuple[torch.dtype, ...], Callable[[torch.device], bool], str]] = {
+    "cpu": (cpu.DTYPES, lambda device: device.type == "cpu", "on the CPU"),
+    "triton": (gpu.DTYPES, gpu.runs_on, "on CUDA (on the CPU only under TRITON_INTERPRET=1)"),
+}
+
+
+def _fits(backend: str, like: Tensor) -> bool:
+    """Whether compiled ``backend`` takes tensors like ``like``."""
+    dtypes, runs_on, _ = COMPILED[backend]
+    return runs_on(like.device) and like.dtype in (*dtypes, *HALF)
+
+
 def kernel(backend: str, kind: str, like: Tensor, steps: int) -> LayerFn:
     """The layer function for tensors like ``like`` over ``steps`` time steps.
 
@@ -112,22 +126,16 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int) -> LayerFn:
     330 µs, against 250 µs).
     """
     check_backend(backend, kind)
-    fits_cpu = like.device.type == "cpu" and like.dtype in (*cpu.DTYPES, *HALF)
     if backend == "auto":
-        backend = "cpu" if fits_cpu and steps > 1 and "cpu" in TABLES[kind] else "torch"
-    elif backend == "cpu" and not fits_cpu:
-        raise ValueError(
-            f"backend 'cpu' runs float16, bfloat16 (in float32), float32 and float64 tensors on the CPU, "
-            f"got {like.dtype} on {like.device}; use backend='auto' or 'torch'"
-        )
-    elif backend == "triton" and not (gpu.runs_on(like.device) and like.dtype in (*gpu.DTYPES, *HALF)):
-        raise ValueError(
-            f"backend 'triton' runs float16, bfloat16 (in float32), float32 and float64 tensors on CUDA "
-            f"(on the CPU only under TRITON_INTERPRET=1), got {like.dtype} on {like.device}; "
-            f"use backend='auto' or 'torch'"
-        )
-    if backend in ("cpu", "triton") and like.dtype in HALF:
-        return _in_float32(TABLES[kind][backend])
+        backend = "cpu" if _fits("cpu", like) and steps > 1 and "cpu" in TABLES[kind] else "torch"
+    if backend in COMPILED:
+        if not _fits(backend, like):
+            raise ValueError(
+                f"backend {backend!r} runs float16, bfloat16 (in float32), float32 and float64 tensors "
+                f"{COMPILED[backend][2]}, got {like.dtype} on {like.device}; use backend='auto' or 'torch'"
+            )
+        if like.dtype in HALF:
+            return _in_float32(TABLES[kind][backend])
     return TABLES[kind][backend]
 
 
