@@ -101,9 +101,12 @@ def _parts(batch_sizes: np.ndarray, step_work: int) -> list[tuple[int, int]]:
     Sequences are independent in the recurrences, so the ranges run in parallel with no locks.
     """
     batch = int(batch_sizes[0])
+    threads = torch.get_num_threads()
+    if threads < 2 or batch < 2 or len(batch_sizes) * batch * step_work < 2 * MIN_THREAD_WORK:
+        return [(0, batch)]  # without the searches below, which cost more than a short call (5 µs)
     lengths = np.searchsorted(-batch_sizes, -np.arange(batch), side="left")  # (B,) steps each
     work = np.cumsum(lengths) * step_work
-    threads = min(torch.get_num_threads(), batch, int(work[-1]) // MIN_THREAD_WORK)
+    threads = min(threads, batch, int(work[-1]) // MIN_THREAD_WORK)
     if threads <= 1:
         return [(0, batch)]
     cuts = np.searchsorted(work, work[-1] * np.arange(1, threads) / threads) + 1
@@ -586,7 +589,17 @@ def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, opt
         w.layer_norm_cell_weight,
         w.layer_norm_cell_bias,
     )
-    sizes = np.asarray(batch_sizes, dtype=np.int64)
+    steps, batch = len(batch_sizes), batch_sizes[0]
+    if (
+        batch_sizes[-1] == batch
+    ):  # padded input (sizes never grow): not a list's conversion, 18 µs at T = 1000
+        sizes, offsets = (
+            np.full(steps, batch, dtype=np.int64),
+            np.arange(0, steps * batch, batch, dtype=np.int64),
+        )
+    else:
+        sizes = np.asarray(batch_sizes, dtype=np.int64)
+        offsets = np.cumsum(sizes) - sizes
     clip = like.dtype.type(math.inf if options.clip is None else options.clip)
     return (
         *(_array(v, like, 1) for v in vectors),
@@ -595,7 +608,7 @@ def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, opt
         keep_c_value,
         keep_h,
         keep_h_value,
-        np.cumsum(sizes) - sizes,
+        offsets,
         sizes,
     ), (options.coupled, clip)
 
