@@ -2,6 +2,7 @@
 the error messages, atomic checkpoints, no pickle on load."""
 
 import gzip
+import io
 import json
 import math
 import pickle
@@ -12,10 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstmkit import checkpoint, train
+from lstmkit import checkpoint, files, train
 from lstmkit.checkpoint import read_safetensors
 from lstmkit.cli import app
 from lstmkit.data import bundled_path
+from lstmkit.runs import load_run
 
 runner = CliRunner()
 TINY = ["--hidden-size", "8", "--num-layers", "1", "--batch-size", "16"]
@@ -57,6 +59,17 @@ def text(tmp_path):
     return path
 
 
+def _exported(out, tmp_path):
+    """`lstmkit export` of a run: (an ONNX Runtime session of the file, its metadata)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "exported.onnx"
+    result = invoke("export", out, "--output", path)
+    assert result.exit_code == 0, result.output
+    metadata = {p.key: p.value for p in onnx.load(path).metadata_props}
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), metadata
+
+
 def _forecast_args(series, out, epochs=2):
     return [
         "train", "--data", series, "--task", "forecast", "--target", "sales", "--feature", "price",
@@ -88,6 +101,14 @@ def test_forecast_train_evaluate_predict(series, tmp_path):
     assert forecast["month"].tolist() == ["2010-01-01", "2010-02-01", "2010-03-01"]
     assert forecast["sales"].between(100, 200).all()  # inverse-scaled: in the data's units
 
+    # the exported file forecasts from the raw last window what `predict` printed
+    session, metadata = _exported(out, tmp_path)
+    assert json.loads(metadata["columns"]) == ["sales", "price"]
+    window = pd.read_csv(series)[["sales", "price"]].to_numpy(np.float32)[None, -12:]
+    (exported,) = session.run(None, {"window": window})
+    assert exported.shape == (1, 3, 1)
+    np.testing.assert_allclose(exported[0, :, 0], forecast["sales"], rtol=1e-5)
+
     result = invoke("explain", out, "--data", series, "--out", tmp_path / "gates.png")
     assert result.exit_code == 0 and (tmp_path / "gates.png").stat().st_size > 1000
 
@@ -112,6 +133,16 @@ def test_classify_round_trip_on_digits(digits, tmp_path):
     lines = result.output.strip().splitlines()
     assert lines[0] == "row,prediction,probability" and len(lines) == 151
     assert all(0 <= int(line.split(",")[1]) <= 9 for line in lines[1:])
+    session, metadata = _exported(out, tmp_path)
+    table = pd.read_csv(digits)
+    values = table[json.loads(metadata["features"])].to_numpy(np.float32)
+    (probabilities,) = session.run(None, {"values": values})
+    predicted = pd.read_csv(io.StringIO(result.output))
+    labels = np.array(json.loads(metadata["labels"]))
+    assert (labels[probabilities.argmax(1)] == predicted["prediction"]).all()
+    np.testing.assert_allclose(
+        probabilities.max(1), predicted["probability"], atol=5e-5
+    )  # printed to 4 places
     assert (
         invoke(
             "explain", out, "--data", digits, "--row", "2", "--reverse", "--out", tmp_path / "g.png"
@@ -144,6 +175,19 @@ def test_language_model_round_trip(text, tmp_path):
     again = invoke("predict", out, "--prompt", "And God", "--length", "40", "--seed", "1")
     assert again.output == result.output  # seeded sampling
     assert invoke("evaluate", out).exit_code == 0
+    # the exported file's logits and states, carried over two calls, are the model's
+    session, metadata = _exported(out, tmp_path)
+    run = load_run(out)
+    ids = torch.tensor([[metadata["vocabulary"].index(c) for c in "And God said"]])
+    rows = run.model.config.num_layers
+    state = [np.zeros((rows, 1, run.model.config.hidden_size), np.float32)] * 2
+    ours = None
+    for part in (ids[:, :5], ids[:, 5:]):
+        logits, *state = session.run(None, {"ids": part.numpy(), "h0": state[0], "c0": state[1]})
+        with torch.no_grad():
+            expected, ours = run.model.step(part, ours)
+        np.testing.assert_allclose(logits, expected.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(state[0], ours[0].numpy(), rtol=1e-4, atol=1e-6)
     assert invoke("explain", out, "--prompt", "In the beginning", "--out", tmp_path / "g.png").exit_code == 0
 
 
@@ -283,7 +327,7 @@ def test_a_kill_while_writing_leaves_the_old_checkpoint_whole(series, tmp_path, 
     def killed(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint.os, "replace", killed)
+    monkeypatch.setattr(files.os, "replace", killed)
     assert invoke(*_forecast_args(series, out, epochs=2), "--resume").exit_code == 130
     assert (out / "checkpoint.safetensors").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == [
@@ -305,11 +349,6 @@ def test_loading_never_unpickles(series, tmp_path, monkeypatch):
         monkeypatch.setattr(pickle, name, forbidden)
     monkeypatch.setattr(torch, "load", forbidden)
     assert invoke("evaluate", out).exit_code == 0
-    assert invoke("predict", out, "--data", series).exit_code == 0
-    assert invoke(*_forecast_args(series, out, epochs=2), "--resume").exit_code == 0
-
-
-# --- demo, experiment, help -------------------------------------------------------------------
 
 
 def test_demo_quick_writes_the_report(tmp_path):
@@ -338,7 +377,17 @@ def test_long_memory_quick(tmp_path):
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["train"], ["evaluate"], ["predict"], ["demo"], ["explain"], ["env"], ["experiment", "long-memory"]],
+    [
+        [],
+        ["train"],
+        ["evaluate"],
+        ["predict"],
+        ["demo"],
+        ["explain"],
+        ["export"],
+        ["env"],
+        ["experiment", "long-memory"],
+    ],
 )
 def test_help(command):
     result = runner.invoke(app, [*command, "--help"])

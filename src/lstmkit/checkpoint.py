@@ -13,8 +13,6 @@ A run folder holds:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,24 +20,11 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
+from .files import atomic_write
+
 CONFIG = "config.json"
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from .. import memory
-from . import demo, env, evaluate, experiment, explain, predict, train
+from . import demo, env, evaluate, experiment, explain, export, predict, train
 
 app = typer.Typer(
     name="lstmkit",
@@ -19,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (demo, train, evaluate, predict, explain, env):
+for module in (demo, train, evaluate, predict, explain, export, env):
     app.command(name=module.NAME, help=module.__doc__, epilog=module.EPILOG)(module.command)
 app.add_typer(experiment.app, name="experiment")
 

@@ -28,7 +28,7 @@ def friendly(command):
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except (DataError, ValueError, TypeError, OSError) as error:
+        except (DataError, ValueError, TypeError, OSError, ImportError) as error:
             if os.environ.get("LSTMKIT_DEBUG"):
                 raise
             errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True, markup=True)

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from ..checkpoint import atomic_write
 from ..data import DataError, read_table
+from ..files import atomic_write
 from ..runs import load_run
 from ._common import DataOption, OutOption, RunDir, friendly
 

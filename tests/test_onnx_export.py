@@ -1,0 +1,162 @@
+"""export_onnx: the exported graph, run by ONNX Runtime, returns what the module returns."""
+
+import numpy as np
+import pytest
+import torch
+
+import lstmkit
+from lstmkit.onnx_export import export_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+LSTM_CASES = [
+    dict(),
+    dict(num_layers=2, bidirectional=True),
+    dict(bias=False, batch_first=True),
+    dict(peephole=True, cell_clip=0.5),
+    dict(coupled_input_forget=True, peephole=True, num_layers=2, bidirectional=True),
+    dict(cell_clip=0.3, coupled_input_forget=True, batch_first=True),
+    # evaluation mode: none of these changes the output, and the graph has none of them
+    dict(num_layers=3, dropout=0.5, recurrent_dropout=0.3, weight_dropout=0.4),
+]
+RNN_CASES = [
+    dict(),
+    dict(nonlinearity="relu", num_layers=2, bidirectional=True),
+    dict(bias=False, batch_first=True),
+]
+
+
+def _session(model) -> "ort.InferenceSession":
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _run_both(module, steps: int, batch: int, initial_state: bool, lengths: bool):
+    """(ONNX Runtime's outputs, the module's) for one random input, both as NumPy arrays."""
+    module.eval()
+    generator = torch.Generator().manual_seed(steps * 31 + batch)
+    shape = (batch, steps, module.input_size) if module.batch_first else (steps, batch, module.input_size)
+    feeds = {"input": torch.randn(shape, generator=generator)}
+    rows = module.num_layers * (2 if module.bidirectional else 1)
+    state = None
+    if initial_state:
+        state = tuple(
+            torch.randn(rows, batch, module.hidden_size, generator=generator) for _ in module._state_names
+        )
+        feeds |= dict(zip(("h0", "c0"), state, strict=False))
+    steps_each = None
+    if lengths:
+        steps_each = torch.randint(1, steps + 1, (batch,), generator=generator)
+        steps_each[0] = steps  # at least one sequence fills the padded length
+        feeds["lengths"] = steps_each
+    model = export_onnx(module, initial_state=initial_state, lengths=lengths)
+    theirs = _session(model).run(None, {name: t.numpy() for name, t in feeds.items()})
+    hx = state if state is None or len(state) == 2 else state[0]  # an RNN's h0 is one tensor
+    with torch.no_grad():
+        output, final = module(feeds["input"], hx, lengths=steps_each)
+    return theirs, [output.numpy(), *(t.numpy() for t in (final if isinstance(final, tuple) else (final,)))]
+
+
+def _assert_equal(theirs, ours):
+    assert len(theirs) == len(ours)
+    for k, (a, b) in enumerate(zip(theirs, ours, strict=True)):
+        assert a.shape == b.shape, f"output {k}: {a.shape} against {b.shape}"
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"output {k}")
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["padded", "lengths"])
+@pytest.mark.parametrize("initial_state", [False, True], ids=["zero state", "given state"])
+@pytest.mark.parametrize("options", LSTM_CASES, ids=lambda o: ",".join(o) or "plain")
+def test_lstm_equals_onnx_runtime(options, initial_state, lengths):
+    torch.manual_seed(0)
+    module = lstmkit.LSTM(3, 5, **options)
+    with torch.no_grad():  # weights large enough for the clip to bite
+        for p in module.parameters():
+            p.mul_(3)
+    _assert_equal(*_run_both(module, 7, 4, initial_state, lengths))
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["padded", "lengths"])
+@pytest.mark.parametrize("options", RNN_CASES, ids=lambda o: ",".join(o) or "plain")
+def test_rnn_equals_onnx_runtime(options, lengths):
+    torch.manual_seed(0)
+    _assert_equal(*_run_both(lstmkit.RNN(3, 5, **options), 6, 3, True, lengths))
+
+
+def test_time_and_batch_are_free_dimensions():
+    """One exported graph runs any length and batch; and equals torch.nn.LSTM with the same weights."""
+    torch.manual_seed(0)
+    theirs = torch.nn.LSTM(4, 6, num_layers=2, bidirectional=True).eval()
+    session = _session(export_onnx(lstmkit.LSTM.from_torch(theirs)))
+    for steps, batch in ((1, 1), (9, 5), (30, 2)):
+        x = torch.randn(steps, batch, 4)
+        with torch.no_grad():
+            output, (h_n, c_n) = theirs(x)
+        _assert_equal(session.run(None, {"input": x.numpy()}), [output.numpy(), h_n.numpy(), c_n.numpy()])
+
+
+def test_coupled_gates_hold_for_either_reading_of_input_forget():
+    """ONNX's input_forget does not say which gate is derived: the input-gate slots hold the forget
+    gate negated (ONNX Runtime: f = 1 - σ(a_i)) and the forget-gate slots hold it as it is (i = 1 -
+    σ(a_f), lstmkit's reading), so both readings compute lstmkit's gates."""
+    torch.manual_seed(0)
+    module = lstmkit.LSTM(3, 5, coupled_input_forget=True, peephole=True)
+    graph = export_onnx(module).graph
+    values = {t.name.split("_")[0]: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    size = 5
+    for stem, weight in (("W", module.weight_ih_l0), ("R", module.weight_hh_l0)):
+        forget = weight.detach()[size : 2 * size].numpy()
+        onnx_input, onnx_forget = (
+            values[stem][0][:size],
+            values[stem][0][2 * size : 3 * size],
+        )  # ONNX: i, o, f, c
+        np.testing.assert_array_equal(onnx_input, -forget)
+        np.testing.assert_array_equal(onnx_forget, forget)
+    p_f = module.peephole_f_l0.detach().numpy()
+    np.testing.assert_array_equal(
+        values["P"][0], np.concatenate([-p_f, module.peephole_o_l0.detach().numpy(), p_f])
+    )
+
+
+@pytest.mark.parametrize(
+    "module, message",
+    [
+        (lstmkit.LSTM(3, 4, layer_norm=True), "layer_norm=True"),
+        (lstmkit.LSTM(3, 4, proj_size=2), "proj_size=2"),
+        (lstmkit.LSTM(3, 4, zoneout=0.1), r"zoneout=\(0.1, 0.1\)"),
+        (lstmkit.LSTM(3, 4, dtype=torch.float64), "got a torch.float64 module"),
+        (torch.nn.LSTM(3, 4), "got LSTM"),
+    ],
+)
+def test_refuses_what_onnx_cannot_express_before_writing(module, message, tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"a model saved earlier")
+    with pytest.raises((ValueError, TypeError), match=message):
+        export_onnx(module, path)
+    assert path.read_bytes() == b"a model saved earlier"
+
+
+def test_writes_a_loadable_file(tmp_path):
+    torch.manual_seed(0)
+    module = lstmkit.LSTM(3, 5, num_layers=2, batch_first=True)
+    path = tmp_path / "sub" / "lstm.onnx"
+    returned = export_onnx(module, path, initial_state=True)
+    loaded = onnx.load(path)
+    assert loaded == returned
+    assert [i.name for i in loaded.graph.input] == ["input", "h0", "c0"]
+    assert [o.name for o in loaded.graph.output] == ["output", "h_n", "c_n"]
+    assert [n.op_type for n in loaded.graph.node].count("LSTM") == 2
+    assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == ["lstm.onnx"]  # no temporary left
+    assert module.training  # the export reads the module and leaves its mode alone
+
+
+def test_a_run_with_layer_norm_is_refused_before_writing(tmp_path):
+    from lstmkit.models import ModelConfig, SequenceModel
+    from lstmkit.onnx_export import export_run
+    from lstmkit.runs import Run
+
+    model = SequenceModel(ModelConfig("forecast", 2, 3, hidden_size=4, options={"layer_norm": True}))
+    path = tmp_path / "model.onnx"
+    with pytest.raises(ValueError, match="this run's layer_norm=True"):
+        export_run(Run(model, task=None, config={}), path)
+    assert not path.exists()
