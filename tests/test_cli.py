@@ -6,6 +6,8 @@ import io
 import json
 import math
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -234,6 +236,25 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(series, tmp_path, m
     history = json.loads(meta_b["state"])["history"]
     assert [r["epoch"] for r in history] == [1, 2, 3, 4]
     assert history == json.loads(meta_a["state"])["history"]
+
+
+def test_two_processes_under_torchrun_train_the_weights_of_one(series, tmp_path):
+    """`torchrun -m lstmkit train` on two processes (DDP over gloo): each trains on half of every
+    batch, and the weights equal a single process's up to the order of float sums; process 0
+    alone writes the folder and reports."""
+    args = [str(a) for a in _forecast_args(series, tmp_path / "two", epochs=3)]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    result = subprocess.run([*launch, "-m", "lstmkit", *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("best epoch 3 of 3") == 1
+    assert invoke(*_forecast_args(series, tmp_path / "one", epochs=3)).exit_code == 0
+    ours, _ = read_safetensors(tmp_path / "one" / "model.safetensors")
+    theirs, _ = read_safetensors(tmp_path / "two" / "model.safetensors")
+    for name, value in ours.items():
+        torch.testing.assert_close(theirs[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )
 
 
 def test_resume_refuses_changed_settings_and_fresh_runs_refuse_to_overwrite(series, tmp_path):

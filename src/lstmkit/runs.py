@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import CHECKPOINT, CONFIG, MODEL, read_json, read_safetensors, write_json
 from .data import DataError, bundled, bundled_path, read_table, read_text
 from .models import TASKS, ModelConfig, SequenceModel
@@ -136,7 +136,9 @@ def start_run(
         )
     task, splits = prepare(settings)
     run = build(task, settings, model_args, train)
-    write_json(out / CONFIG, run.config)
+    distributed.barrier()  # every process has seen the folder as it was before process 0 writes
+    if distributed.writes():
+        write_json(out / CONFIG, run.config)
     return run, splits, resume and (out / CHECKPOINT).is_file()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import distributed
 from .checkpoint import CHECKPOINT, MODEL, load_checkpoint, read_safetensors, save_checkpoint, save_model
 from .data import DataError
 
@@ -93,7 +94,10 @@ def fit(
 ) -> dict:
     """Train ``model`` on ``splits["train"]``, select on ``splits["val"]`` (the training loss if there
     is none), checkpoint into ``out``. Returns the training state: history, best epoch, and whether
-    it stopped early. Leaves the best weights in ``model``."""
+    it stopped early. Leaves the best weights in ``model``.
+
+    In a process group (``lstmkit.distributed``), every process calls ``fit`` alike: each trains
+    on its share of every batch inside DDP, all select alike, process 0 writes and reports."""
     config.check()
     checkpoint = out / CHECKPOINT
     optimizer = make_optimizer(model, config)
@@ -117,6 +121,8 @@ def fit(
             f"{str(out)!r} already holds a run; pass --resume to continue it, or choose another --out"
         )
 
+    trained = distributed.wrap(model)  # the same parameters, behind DDP's gradient averaging
+    writes = distributed.writes()
     inputs, targets = task.tensors(splits["train"])
     validation = task.tensors(splits["val"]) if "val" in splits else None
     for epoch in range(state["epoch"], config.epochs):
@@ -128,29 +134,33 @@ def fit(
         model.train()
         total = 0.0
         for batch in torch.randperm(len(inputs), generator=shuffle).split(config.batch_size):
-            loss = task.loss(model, inputs[batch], targets[batch])
+            rows, weight = distributed.share(batch)
+            loss = task.loss(trained, inputs[rows], targets[rows])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            total += loss.item() * len(batch)
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": total / len(inputs)}
+            total += loss.item() * len(batch) * weight / distributed.rank_and_size()[1]
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": distributed.total(total) / len(inputs)}
         if validation is not None:
             record["val_loss"] = mean_loss(task, model, *validation, config.batch_size)
         selected = record.get("val_loss", record["train_loss"])
         if selected < state["best_loss"]:
             state |= {"best_loss": selected, "best_epoch": epoch + 1, "bad_epochs": 0}
-            save_model(out / MODEL, model, run_config)
+            if writes:
+                save_model(out / MODEL, model, run_config)
         else:
             state["bad_epochs"] += 1
         state["history"].append(record)
         state["epoch"] = epoch + 1
         state["stopped"] = bool(config.patience) and state["bad_epochs"] >= config.patience
         generators = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-        save_checkpoint(checkpoint, model, optimizer, generators, state)
-        if on_epoch is not None:
-            on_epoch(record)
+        if writes:
+            save_checkpoint(checkpoint, model, optimizer, generators, state)
+            if on_epoch is not None:
+                on_epoch(record)
 
+    distributed.barrier()  # process 0 has written the best weights
     model.load_state_dict(read_safetensors(out / MODEL)[0])
     return state

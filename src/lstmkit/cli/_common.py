@@ -42,8 +42,9 @@ def friendly(command):
     return wrapper
 
 
-def epoch_progress(epochs: int, done: int = 0) -> tuple[Progress, callable]:
-    """A rich progress bar over epochs, and the on_epoch callback that advances it."""
+def epoch_progress(epochs: int, done: int = 0, show: bool = True) -> tuple[Progress, callable]:
+    """A rich progress bar over epochs (hidden unless ``show``), and the on_epoch callback that
+    advances it."""
     progress = Progress(
         TextColumn("[bold]training[/]"),
         BarColumn(),
@@ -52,6 +53,7 @@ def epoch_progress(epochs: int, done: int = 0) -> tuple[Progress, callable]:
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        disable=not show,
     )
     task = progress.add_task("", total=epochs, completed=done)
 

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from .. import plots
+from .. import distributed, plots
 from ..checkpoint import CHECKPOINT, completed_epochs
 from ..runs import DataSettings, start_run
 from ..train import TrainConfig, fit
@@ -143,10 +143,19 @@ def command(
         grad_clip=grad_clip,
         seed=seed,
     )
-    run, splits, resume = start_run(out, settings, model_args, train, resume=resume)
-    progress, on_epoch = epoch_progress(epochs, completed_epochs(out / CHECKPOINT) if resume else 0)
-    with progress:
-        state = fit(run.task, run.model, splits, train, out, run.config, resume=resume, on_epoch=on_epoch)
+    joined = distributed.join_from_environment()  # started by torchrun: train with DDP
+    writer = distributed.writes()
+    try:
+        run, splits, resume = start_run(out, settings, model_args, train, resume=resume)
+        done = completed_epochs(out / CHECKPOINT) if resume else 0
+        progress, on_epoch = epoch_progress(epochs, done, show=writer)
+        with progress:
+            state = fit(run.task, run.model, splits, train, out, run.config, resume=resume, on_epoch=on_epoch)
+    finally:
+        if joined:
+            distributed.leave()
+    if not writer:
+        return
     plots.save(plots.loss_curves(state["history"]), out / "loss.png")
     stopped = " (early stop)" if state["stopped"] else ""
     console.print(f"best epoch {state['best_epoch']} of {state['epoch']}{stopped}; saved to {out}")
