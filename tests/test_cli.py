@@ -100,7 +100,7 @@ def test_forecast_train_evaluate_predict(series, tmp_path):
     assert result.exit_code == 0, result.output
     forecast = pd.read_csv(tmp_path / "forecast.csv")
     assert list(forecast.columns) == ["step", "month", "sales"]
-    assert forecast["month"].tolist() == ["2010-01-01", "2010-02-01", "2010-03-01"]
+    assert forecast["month"].tolist() == ["2010-01", "2010-02", "2010-03"]  # as the data writes months
     assert forecast["sales"].between(100, 200).all()  # inverse-scaled: in the data's units
 
     # the exported file forecasts from the raw last window what `predict` printed

@@ -99,6 +99,25 @@ def test_forecast_orders_rows_by_the_time_column():
     np.testing.assert_array_equal(a["test"].targets, b["test"].targets)
 
 
+@pytest.mark.parametrize(
+    "times, expected",
+    [
+        (pd.date_range("2001-01", periods=40, freq="MS").strftime("%Y-%m"), ["2004-05", "2004-06"]),
+        (
+            pd.date_range("2001-01-01", periods=40, freq="h").strftime("%Y-%m-%d %H:%M"),
+            ["2001-01-02 16:00", "2001-01-02 17:00"],
+        ),
+        # not text (as Parquet stores times): ISO 8601, the date alone at midnight
+        (pd.date_range("2001-01-01", periods=40, freq="D"), ["2001-02-10", "2001-02-11"]),
+    ],
+    ids=["months", "hours", "datetimes"],
+)
+def test_forecast_future_times_are_written_as_the_column_writes_them(times, expected):
+    table = _ramp().assign(t=times)
+    task, _ = ForecastTask.prepare(table, "t", targets=["y"], window=4, horizon=2, time_column="t")
+    assert task._future_times(table.sample(frac=1, random_state=0)) == expected  # any row order
+
+
 def test_classify_reads_rows_as_sequences():
     table = pd.DataFrame(np.arange(24).reshape(4, 6), columns=[f"c{i}" for i in range(6)]).assign(
         label=["a", "b", "a", "b"]

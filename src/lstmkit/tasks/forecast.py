@@ -10,12 +10,14 @@ targets, its inputs may reach back into earlier spans (they are the past).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from pandas.tseries.api import guess_datetime_format
 from torch import Tensor, nn
 
 from ..data import DataError, numeric, require_columns, spans
@@ -258,6 +260,14 @@ class ForecastTask(Task):
         if frequency is None:
             return None
         future = pd.date_range(times.iloc[-1], periods=self.spec.horizon + 1, freq=frequency)[1:]
+        # written as the column writes its times ("1965-01" stays monthly), where it is text that
+        # pandas can read a format from; else ISO 8601
+        last = table[self.spec.time_column].loc[times.index[-1]]
+        with warnings.catch_warnings():  # pandas warns of day-first readings; the check below decides
+            warnings.simplefilter("ignore")
+            form = guess_datetime_format(last) if isinstance(last, str) else None
+        if form is not None and times.iloc[-1].strftime(form) == last:
+            return [t.strftime(form) for t in future]
         return [t.date().isoformat() if t == t.normalize() else t.isoformat() for t in future]
 
     def explain_input(
