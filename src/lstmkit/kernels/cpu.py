@@ -286,6 +286,15 @@ def _add_product(target, a, b):
 
 
 @_jit
+def _copy(source, target):
+    """target[:] = source, 1-D. A loop rather than a slice assignment: Numba compiles each slice
+    assignment into a broadcasting routine of its own, which took 4.4 s of the kernels' first
+    compilation (22 of them; measured)."""
+    for j in range(target.shape[0]):
+        target[j] = source[j]
+
+
+@_jit
 def _product(a, weight, out):
     """out = a @ W for W (K, N) given as ``_blocked(W)`` = (panels (N / n, K, n), rows): row
     blocks of ``rows`` times column panels of n, the sizes that OpenBLAS multiplies fastest."""
@@ -299,7 +308,8 @@ def _product(a, weight, out):
         else:
             for p in range(count):
                 np.dot(a[r0:r1], panels[p], scratch[: r1 - r0])
-                out[r0:r1, p * width : (p + 1) * width] = scratch[: r1 - r0]
+                for i in range(r1 - r0):
+                    _copy(scratch[i], out[r0 + i, p * width : (p + 1) * width])
 
 
 @_jit
@@ -394,7 +404,7 @@ def _forward(
                 _mix(keep_c[row], c_prev, c_new, cells[row], k)
             elif keep_c_value > 0:
                 _mix(keep_row_c, c_prev, c_new, cells[row], k)
-            c_prev[:] = cells[row]
+            _copy(cells[row], c_prev)
         if project:
             _product(unprojected[start + first : start + stop], w_hr_t, h_new[first:stop])
         for b in range(first, stop):
@@ -404,8 +414,8 @@ def _forward(
             elif keep_h_value > 0:
                 _mix(keep_row_h, hidden[b], h_new[b], out[row], k)
             else:
-                out[row] = h_new[b]
-            hidden[b] = out[row]
+                _copy(h_new[b], out[row])
+            _copy(out[row], hidden[b])
 
 
 @_jit
@@ -449,11 +459,12 @@ def _backward(
                     carry_h[b, j] = d_hidden[b, j] * keep[j]
                     d_hidden[b, j] *= one - keep[j]
             if project:
-                d_projected[row] = d_hidden[b]
+                _copy(d_hidden[b], d_projected[row])
         if project:
             _product(d_hidden[first:stop], w_hr, d_r[first:stop])
         else:
-            d_r[first:stop] = d_hidden[first:stop]
+            for b in range(first, stop):
+                _copy(d_hidden[b], d_r[b])
         for b in range(first, stop):
             row = start + b
             g = gates[row]
@@ -485,7 +496,7 @@ def _backward(
                 for j in range(size):
                     d_o[j] = d_o[j] if inside[j] else zero
             if layer_norm:
-                d_squashed[row] = d_new
+                _copy(d_new, d_squashed[row])
                 for j in range(size):
                     d_new[j] *= ln_cw[j]
                 _normalise_backward(d_new, cell_hat[row], cell_rstd[row, 0], k[INV_SIZE], d_new, k)
