@@ -127,6 +127,8 @@ def _pointer(tensor: Tensor | None, like: Tensor) -> Tensor:
 class TritonLoops:
     """The LSTM recurrences as one Triton kernel launch each (see ``lstm_function.Loops``)."""
 
+    SUMS_GAINS = False
+
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
         batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,

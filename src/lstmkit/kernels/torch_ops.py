@@ -37,6 +37,8 @@ def _rows(mask: Tensor, start: int, stop: int) -> Tensor:
 class TorchLoops:
     """The LSTM recurrences as PyTorch calls (see ``lstm_function.Loops``)."""
 
+    SUMS_GAINS = False
+
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
         batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
