@@ -4,7 +4,7 @@ Tasks: forecast (the next --horizon values of the --target columns from --window
 classify (one sequence per row, labelled by the --target column), language-model (next
 character of a text). The run folder (--out) gets config.json, model.safetensors (best
 validation loss), checkpoint.safetensors (every epoch) and loss.png; --resume continues a
-killed run.
+killed run. Started by torchrun, several processes (or machines) train one run with DDP.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ EPILOG = """Examples:
   lstmkit train --dataset digits --out runs/digits --bidirectional --layer-norm
 
   lstmkit train --data book.txt --task language-model --window 100 --out runs/book
+
+  torchrun --nproc-per-node 2 -m lstmkit train --dataset co2 --out runs/co2
 """
 
 Opt = typer.Option
