@@ -144,7 +144,10 @@ def fit(
             total += loss.item() * len(batch) * weight / distributed.rank_and_size()[1]
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": distributed.total(total) / len(inputs)}
         if validation is not None:
-            record["val_loss"] = mean_loss(task, model, *validation, config.batch_size)
+            # every process computes it; their mean, the same number everywhere, decides, so that
+            # float noise between machines cannot make one process stop early without the others
+            loss = mean_loss(task, model, *validation, config.batch_size)
+            record["val_loss"] = distributed.total(loss) / distributed.rank_and_size()[1]
         selected = record.get("val_loss", record["train_loss"])
         if selected < state["best_loss"]:
             state |= {"best_loss": selected, "best_epoch": epoch + 1, "bad_epochs": 0}
