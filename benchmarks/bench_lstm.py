@@ -4,7 +4,7 @@ Two tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (i
 forward under no_grad; training: forward + backward), every lstmkit backend and torch.nn.LSTM
 run the same input with the same weights. Variants: training at (100, 32, 128) with one variant
 option each (docs/variants.md), against plain torch.nn.LSTM at the same size. Calls are
-interleaved round by round, in an order shuffled every round (fixed seed), so that machine noise
+interleaved round by round, in an order shuffled every round (a new seed each run unless --seed), so that machine noise
 and the after-effects of one call on the next hit all alike; the median over rounds is
 reported with its ratio against nn.LSTM. Output: a '#' header (machine, versions, threads), CSV
 rows, then markdown tables for BENCHMARKS.md.
@@ -97,7 +97,7 @@ def runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
 
 
 def measure(
-    case: Case, mode: str, backends: list[str], rounds: int, device: str = "cpu"
+    case: Case, mode: str, backends: list[str], rounds: int, device: str = "cpu", seed: int = 0
 ) -> dict[str, list[float]]:
     """Times in ms per round: plain nn.LSTM of the case's size, then each lstmkit backend."""
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def measure(
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up
         call()
-    names, order = list(calls), random.Random(0)
+    names, order = list(calls), random.Random(seed)
     for _ in range(rounds):
         # a new order every round: a call right after nn.LSTM meets its OpenMP workers still
         # spinning and its cache contents, so no implementation may always follow the same one
@@ -164,6 +164,13 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny cases, for a smoke test")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the call orders (default: a new one each run, printed in the header; one fixed "
+        "seed repeats the same orders in every run, and with them the same after-effects on a column)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,7 +187,10 @@ def main() -> None:
     print(
         f"# torch {torch.__version__}, lstmkit {lstmkit.__version__}, float32, {where}, {args.rounds} rounds"
     )
-    print(f"# malloc keeps freed memory (lstmkit.memory.keep_freed_memory): {kept}")
+    seed = random.SystemRandom().randrange(2**32) if args.seed is None else args.seed
+    print(
+        f"# malloc keeps freed memory (lstmkit.memory.keep_freed_memory): {kept}; call orders: --seed {seed}"
+    )
     if args.device == "cpu":
         print(f"# {kernel_libraries()}")
     print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_nn_lstm")
@@ -189,7 +199,7 @@ def main() -> None:
     plan = [("shapes", c, m) for c in shapes for m in ("inference", "training")]
     plan += [("variants", c, "training") for c in (QUICK_VARIANTS if args.quick else VARIANTS)]
     for table, case, mode in plan:
-        times = measure(case, mode, backends, args.rounds, args.device)
+        times = measure(case, mode, backends, args.rounds, args.device, seed)
         base = statistics.median(times["nn.LSTM"])
         row = [case.label or str(case), mode, f"{base:.2f}"]
         for name, values in times.items():
