@@ -115,15 +115,21 @@ def test_forecast_train_evaluate_predict(series, tmp_path):
     assert result.exit_code == 0 and (tmp_path / "gates.png").stat().st_size > 1000
 
 
-def test_export_of_a_level_forecaster_equals_predict(series, tmp_path):
-    """--transform level: the exported graph adds the training mean, not the window's last row."""
+@pytest.mark.parametrize("transform", ["level", "delta"])
+def test_export_of_a_two_target_forecaster_equals_predict(series, tmp_path, transform):
+    """Two targets (the graph's (B, horizon, targets) order), and --transform level (the graph adds
+    the training mean, not the window's last row)."""
     out = tmp_path / "run"
-    assert invoke(*_forecast_args(series, out, epochs=1), "--transform", "level").exit_code == 0
+    args = [a for a in _forecast_args(series, out, epochs=1) if a not in ("--feature", "price")]
+    result = invoke(*args, "--target", "price", "--transform", transform)
+    assert result.exit_code == 0, result.output
     assert invoke("predict", out, "--data", series, "--output", tmp_path / "forecast.csv").exit_code == 0
-    session, _ = _exported(out, tmp_path)
+    session, metadata = _exported(out, tmp_path)
+    assert json.loads(metadata["targets"]) == ["sales", "price"]
     window = pd.read_csv(series)[["sales", "price"]].to_numpy(np.float32)[None, -12:]
     (exported,) = session.run(None, {"window": window})
-    np.testing.assert_allclose(exported[0, :, 0], pd.read_csv(tmp_path / "forecast.csv")["sales"], rtol=1e-5)
+    printed = pd.read_csv(tmp_path / "forecast.csv")[["sales", "price"]].to_numpy()
+    np.testing.assert_allclose(exported[0], printed, rtol=1e-5)
 
 
 def test_forecast_reads_parquet(series, tmp_path):
