@@ -262,11 +262,11 @@ def _network(graph: _Graph, model: SequenceModel, x: str, state: tuple[str, ...]
         x = graph.op("Gather", [graph.constant("embedding", _array(model.embedding, "weight")), x])[0]
     x = graph.op("Transpose", [x], perm=[1, 0, 2])[0]  # time-major
     out, finals = _recurrent_nodes(graph, model.lstm, x, state, None)
-    weight, bias = (graph.constant(stem, _array(model.head, stem)) for stem in ("weight", "bias"))
+    weight, bias = _array(model.head, "weight"), graph.constant("bias", _array(model.head, "bias"))
     if model.embedding is not None:
         out = graph.op("Transpose", [out], perm=[1, 0, 2])[0]
-        weight = graph.op("Transpose", [weight], perm=[1, 0])[0]
-        return graph.op("Add", [graph.op("MatMul", [out, weight])[0], bias])[0], finals
+        logits = graph.op("MatMul", [out, graph.constant("head", weight.T)])[0]
+        return graph.op("Add", [logits, bias])[0], finals
     lstm = model.lstm
     directions = 2 if lstm.bidirectional else 1
     rows = lstm.num_layers * directions
@@ -274,7 +274,7 @@ def _network(graph: _Graph, model: SequenceModel, x: str, state: tuple[str, ...]
     top = graph.op("Slice", [finals[0], *bounds])[0]  # (D, B, H): the top layer's final h
     top = graph.op("Transpose", [top], perm=[1, 0, 2])[0]
     top = graph.op("Reshape", [top, graph.constant("shape", np.array([0, -1], np.int64))])[0]
-    return graph.op("Gemm", [top, weight, bias], transB=1)[0], finals
+    return graph.op("Gemm", [top, graph.constant("head", weight), bias], transB=1)[0], finals
 
 
 def export_run(run: Run, path: str | os.PathLike | None = None, *, opset: int = OPSET):
@@ -310,7 +310,8 @@ def export_run(run: Run, path: str | os.PathLike | None = None, *, opset: int = 
         inputs = [value_info("window", real, ["batch", spec.window, len(columns)])]
         out, _ = _network(graph, model, scaled("window", spec.mean, spec.std), None)
         shape = graph.constant("shape", np.array([0, spec.horizon, k], np.int64))
-        out = graph.op("Mul", [graph.op("Reshape", [out, shape])[0], graph.constant("scale", np.asarray(spec.target_scale, np.float32))])[0]  # fmt: skip
+        scale = graph.constant("scale", np.asarray(spec.target_scale, np.float32))
+        out = graph.op("Mul", [graph.op("Reshape", [out, shape])[0], scale])[0]
         if spec.transform == "delta":  # changes from each window's last row
             corners = [
                 graph.constant("corner", np.array(v, np.int64)) for v in ([-1, 0], [spec.window, k], [1, 2])
