@@ -185,6 +185,9 @@ def test_language_model_round_trip(text, tmp_path):
         "--out",
         out,
         *TINY,
+        "--layer-norm",  # exported as a Scan of one step (ONNX's LSTM operator has neither)
+        "--proj-size",
+        "4",
     )
     assert result.exit_code == 0, result.output
     assert "bits per character" in result.output and "unigram" in result.output
@@ -199,14 +202,15 @@ def test_language_model_round_trip(text, tmp_path):
     run = load_run(out)
     ids = torch.tensor([[metadata["vocabulary"].index(c) for c in "And God said"]])
     rows = run.model.config.num_layers
-    state = [np.zeros((rows, 1, run.model.config.hidden_size), np.float32)] * 2
+    state = [np.zeros((rows, 1, size), np.float32) for size in run.model.lstm._state_sizes()]
     ours = None
     for part in (ids[:, :5], ids[:, 5:]):
         logits, *state = session.run(None, {"ids": part.numpy(), "h0": state[0], "c0": state[1]})
         with torch.no_grad():
             expected, ours = run.model.step(part, ours)
-        np.testing.assert_allclose(logits, expected.numpy(), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(state[0], ours[0].numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(logits, expected.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(state[0], ours[0].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(state[1], ours[1].numpy(), rtol=1e-4, atol=1e-5)
     assert invoke("explain", out, "--prompt", "In the beginning", "--out", tmp_path / "g.png").exit_code == 0
 
 

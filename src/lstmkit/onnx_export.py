@@ -1,24 +1,32 @@
-"""ONNX export: ``lstmkit.LSTM`` and ``lstmkit.RNN`` as ONNX's own LSTM and RNN operators.
+"""ONNX export: ``lstmkit.LSTM`` and ``lstmkit.RNN`` as ONNX graphs, and a trained run whole.
 
-One operator per layer (both directions in one), so that any ONNX runtime runs the recurrence
-with its fused kernel rather than an unrolled graph. The weights are re-ordered from torch's gate
-order (i, f, g, o) to ONNX's (i, o, f, c); biases become ONNX's [W_b, R_b]; peepholes its P in
-(i, o, f) order. ``cell_clip`` is ONNX's ``clip`` (both clamp the gate pre-activations).
+Where ONNX's own LSTM and RNN operators express the module, one operator runs each layer (both
+directions in one), so that any ONNX runtime runs the recurrence with its fused kernel. The
+weights are re-ordered from torch's gate order (i, f, g, o) to ONNX's (i, o, f, c); biases become
+ONNX's [W_b, R_b]; peepholes its P in (i, o, f) order; ``cell_clip`` is ONNX's ``clip`` (both
+clamp the gate pre-activations).
 
 Coupled gates: lstmkit computes i = 1 - f, ONNX Runtime f = 1 - i for ``input_forget=1`` (the
 operator's definition does not say which). Since 1 - σ(a) = σ(-a), the input-gate slots hold the
 forget gate's weights, bias and peephole negated and the forget-gate slots hold them as they are,
 so the graph computes lstmkit's gates under either reading.
 
-The graph computes the module in evaluation mode: dropout of every kind is off. What ONNX's
-operators cannot express (layer norm, projections, zoneout, which mixes states in evaluation too)
-is refused before anything is written. ``onnx`` is an optional dependency (``lstmkit[onnx]``).
+What the operator cannot express (layer norm, projections, zoneout) runs as a Scan over a graph
+of one step, written out from the formulas of docs/variants.md with ONNX's LayerNormalization,
+MatMul and pointwise operators; a step past a sequence's length holds the state and outputs
+zeros, and the reverse direction reads each sequence reversed within its length
+(ReverseSequence), as packed sequences do.
+
+The graph computes the module in evaluation mode: dropout of every kind is off, zoneout mixes
+in its expected fraction. ``onnx`` is an optional dependency (``lstmkit[onnx]``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,13 +34,14 @@ import numpy as np
 import torch
 
 from .files import atomic_write
+from .kernels.contract import LAYER_NORM_EPS
 from .models import SequenceModel
 from .nn import LSTM, RNN
 
 if TYPE_CHECKING:  # runs needs the command line's packages; export_onnx does not
     from .runs import Run
 
-# ONNX 1.12 (2022): read by every maintained runtime; its LSTM and RNN are the operators of opset 14
+# ONNX 1.12 (2022), read by every maintained runtime: the first opset with LayerNormalization
 OPSET = 17
 _ONNX_GATES = (0, 3, 1, 2)  # ONNX's (i, o, f, c) as indices into torch's (i, f, g, o)
 
@@ -45,21 +54,8 @@ def _onnx():
     return onnx
 
 
-def _check(module: LSTM | RNN, whose: str) -> None:
-    """Raise ValueError for what ONNX's operators (as ONNX Runtime runs them) cannot express."""
-    reasons = []
-    if module.proj_size:
-        reasons.append(f"proj_size={module.proj_size} (ONNX's LSTM has no projection)")
-    if isinstance(module, LSTM):
-        variants = module.variants
-        if variants.layer_norm:
-            reasons.append("layer_norm=True (ONNX's LSTM has no normalisation)")
-        if any(variants.zoneout):
-            reasons.append(f"zoneout={variants.zoneout} (it mixes states in evaluation too)")
-    if reasons:
-        raise ValueError(
-            f"ONNX's {type(module).__name__} operator cannot express {whose} {', '.join(reasons)}"
-        )
+def _check(module: LSTM | RNN) -> None:
+    """Raise ValueError for a module whose dtype ONNX Runtime's recurrent operators do not run."""
     dtype = module.weight_ih_l0.dtype
     if dtype != torch.float32:
         raise ValueError(
@@ -68,29 +64,36 @@ def _check(module: LSTM | RNN, whose: str) -> None:
         )
 
 
+def _needs_scan(module: LSTM) -> bool:
+    """Whether the module has what ONNX's LSTM operator cannot express."""
+    return bool(module.proj_size or module.variants.layer_norm or any(module.variants.zoneout))
+
+
 class _Graph:
     """Nodes and initializers of an ONNX graph under construction, with unique names."""
 
-    def __init__(self, onnx) -> None:
+    def __init__(self, onnx, names: Iterator[int] | None = None, initializers: list | None = None) -> None:
         self.onnx = onnx
         self.nodes: list = []
-        self.initializers: list = []
-        self._count = 0
+        self.initializers: list = [] if initializers is None else initializers
+        self._names = itertools.count(1) if names is None else names
 
-    def _name(self, stem: str) -> str:
-        self._count += 1
-        return f"{stem}_{self._count}"
+    def name(self, stem: str) -> str:
+        return f"{stem}_{next(self._names)}"
+
+    def body(self) -> _Graph:
+        """A subgraph's builder: nodes of its own; names and constants shared with this graph,
+        whose values a subgraph reads."""
+        return _Graph(self.onnx, self._names, self.initializers)
 
     def constant(self, stem: str, value: np.ndarray) -> str:
-        name = self._name(stem)
+        name = self.name(stem)
         self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
     def op(self, op_type: str, inputs: list[str], outputs: int | list[str] = 1, **attributes) -> list[str]:
         """Add a node; returns its output names (generated unless given)."""
-        names = (
-            outputs if isinstance(outputs, list) else [self._name(op_type.lower()) for _ in range(outputs)]
-        )
+        names = outputs if isinstance(outputs, list) else [self.name(op_type.lower()) for _ in range(outputs)]
         self.nodes.append(self.onnx.helper.make_node(op_type, inputs, names, **attributes))
         return names
 
@@ -132,11 +135,157 @@ def _rnn_weights(module: RNN, suffix: str) -> tuple[np.ndarray, ...]:
     return w, r, bias, None
 
 
+def _index(graph: _Graph, values: list[int] | int) -> str:
+    return graph.constant("index", np.array(values, np.int64))
+
+
+def _steps_and_keep(graph: _Graph, x: str, lengths: str | None) -> tuple[str, str]:
+    """(lengths (B,) int64, every sequence T steps if None; keep (T, B, 1) bool: t < length) for
+    x (T, B, F)."""
+    shape = graph.op("Shape", [x])[0]
+    steps = graph.op("Gather", [shape, _index(graph, 0)])[0]
+    if lengths is None:
+        lengths = graph.op("Expand", [steps, graph.op("Gather", [shape, _index(graph, [1])])[0]])[0]
+    positions = graph.op("Range", [_index(graph, 0), steps, _index(graph, 1)])[0]
+    positions = graph.op("Unsqueeze", [positions, _index(graph, [1])])[0]
+    keep = graph.op("Less", [positions, lengths])[0]
+    return lengths, graph.op("Unsqueeze", [keep, _index(graph, [2])])[0]
+
+
+def _initial(graph: _Graph, state: str | None, row: int, size: int, x: str) -> str:
+    """Row ``row`` of a given (L*D, B, size) state, or zeros (B, size) shaped after x (T, B, F)."""
+    if state is not None:
+        picked = graph.op("Slice", [state, _index(graph, [row]), _index(graph, [row + 1])])[0]
+        return graph.op("Squeeze", [picked, _index(graph, [0])])[0]
+    batch = graph.op("Gather", [graph.op("Shape", [x])[0], _index(graph, [1])])[0]
+    shape = graph.op("Concat", [batch, _index(graph, [size])], axis=0)[0]
+    zero = graph.onnx.helper.make_tensor("zero", graph.onnx.TensorProto.FLOAT, [1], [0.0])
+    return graph.op("ConstantOfShape", [shape], value=zero)[0]
+
+
+def _scan_step(body: _Graph, module: LSTM, suffix: str) -> tuple[list, list[str]]:
+    """One step of one direction as the nodes of ``body``, formulas as docs/variants.md and the
+    kernels: (the body's inputs h (B, P), c (B, H), a (B, 4H) the input side, keep (B, 1); its
+    outputs h', c', y, with state held and y zero where keep is false)."""
+    onnx, v = body.onnx, module.variants
+    size = module.hidden_size
+    h, c, a_in, keep = (body.name(stem) for stem in ("h", "c", "a", "keep"))
+    real, boolean = onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
+    inputs = [
+        onnx.helper.make_tensor_value_info(h, real, ["batch", module.proj_size or size]),
+        onnx.helper.make_tensor_value_info(c, real, ["batch", size]),
+        onnx.helper.make_tensor_value_info(a_in, real, ["batch", 4 * size]),
+        onnx.helper.make_tensor_value_info(keep, boolean, ["batch", 1]),
+    ]
+
+    def vector(stem: str) -> str:
+        return body.constant(stem, _array(module, stem + suffix))
+
+    def times(a: str, b: str) -> str:
+        return body.op("Mul", [a, b])[0]
+
+    def plus(a: str, b: str) -> str:
+        return body.op("Add", [a, b])[0]
+
+    def clipped(a: str) -> str:
+        if v.cell_clip is None:
+            return a
+        bounds = (body.constant("clip", np.array(bound, np.float32)) for bound in (-v.cell_clip, v.cell_clip))
+        return body.op("Clip", [a, *bounds])[0]
+
+    def mixed(keep_fraction: float, old: str, new: str) -> str:  # zoneout in evaluation
+        if not keep_fraction:
+            return new
+        z, rest = (
+            body.constant("zoneout", np.array(p, np.float32)) for p in (keep_fraction, 1 - keep_fraction)
+        )
+        return plus(times(z, old), times(rest, new))
+
+    z = body.op("MatMul", [h, body.constant("W_hh", _array(module, "weight_hh" + suffix).T)])[0]
+    if v.layer_norm:
+        z = body.op("LayerNormalization", [z, vector("layer_norm_hh")], epsilon=LAYER_NORM_EPS)[0]
+    a_i, a_f, a_g, a_o = body.op("Split", [plus(a_in, z), _index(body, [size] * 4)], 4, axis=1)
+    if v.peephole:
+        if not v.coupled_input_forget:
+            a_i = plus(a_i, times(vector("peephole_i"), c))
+        a_f = plus(a_f, times(vector("peephole_f"), c))
+    forget_gate = body.op("Sigmoid", [clipped(a_f)])[0]
+    if v.coupled_input_forget:
+        input_gate = body.op("Sub", [body.constant("one", np.array(1.0, np.float32)), forget_gate])[0]
+    else:
+        input_gate = body.op("Sigmoid", [clipped(a_i)])[0]
+    candidate = body.op("Tanh", [clipped(a_g)])[0]
+    cell = plus(times(forget_gate, c), times(input_gate, candidate))
+    if v.peephole:
+        a_o = plus(a_o, times(vector("peephole_o"), cell))
+    output_gate = body.op("Sigmoid", [clipped(a_o)])[0]
+    squashed = cell
+    if v.layer_norm:
+        gains = (vector("layer_norm_cell_weight"), vector("layer_norm_cell_bias"))
+        squashed = body.op("LayerNormalization", [cell, *gains], epsilon=LAYER_NORM_EPS)[0]
+    hidden = times(output_gate, body.op("Tanh", [squashed])[0])
+    if module.proj_size:
+        hidden = body.op("MatMul", [hidden, body.constant("W_hr", _array(module, "weight_hr" + suffix).T)])[0]
+    hidden, cell = mixed(v.zoneout[1], h, hidden), mixed(v.zoneout[0], c, cell)
+    outputs = [
+        body.op("Where", [keep, hidden, h])[0],
+        body.op("Where", [keep, cell, c])[0],
+        body.op("Where", [keep, hidden, body.constant("zero", np.array(0.0, np.float32))])[0],
+    ]
+    return inputs, outputs
+
+
+def _scan_layers(
+    graph: _Graph, module: LSTM, x: str, state: tuple[str, ...] | None, lengths: str | None
+) -> tuple[str, tuple[str, ...]]:
+    """``_recurrent_nodes`` for what ONNX's LSTM cannot express: each direction a Scan over a
+    one-step graph, reversed within each sequence's length for the reverse direction."""
+    onnx, v = graph.onnx, module.variants
+    lengths, keep = _steps_and_keep(graph, x, lengths)
+    directions = 2 if module.bidirectional else 1
+    finals: tuple[list[str], list[str]] = ([], [])
+    for layer in range(module.num_layers):
+        ys = []
+        for direction in range(directions):
+            row = layer * directions + direction
+            suffix = module._suffixes()[row]
+            pre = graph.op("MatMul", [x, graph.constant("W_ih", _array(module, "weight_ih" + suffix).T)])[0]
+            if v.layer_norm:
+                gain = graph.constant("gain", _array(module, "layer_norm_ih" + suffix))
+                pre = graph.op("LayerNormalization", [pre, gain], epsilon=LAYER_NORM_EPS)[0]
+            if module.bias:
+                bias = _array(module, "bias_ih" + suffix) + _array(module, "bias_hh" + suffix)
+                pre = graph.op("Add", [pre, graph.constant("bias", bias)])[0]
+            if direction:
+                pre = graph.op("ReverseSequence", [pre, lengths], batch_axis=1, time_axis=0)[0]
+            initial = [
+                _initial(graph, None if state is None else state[k], row, size, x)
+                for k, size in enumerate(module._state_sizes())
+            ]
+            body = graph.body()
+            inputs, outputs = _scan_step(body, module, suffix)
+            step = onnx.helper.make_graph(body.nodes, f"step_{suffix}", inputs, [
+                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in outputs
+            ])  # fmt: skip
+            h_n, c_n, y = graph.op("Scan", [*initial, pre, keep], 3, body=step, num_scan_inputs=2)
+            if direction:
+                y = graph.op("ReverseSequence", [y, lengths], batch_axis=1, time_axis=0)[0]
+            ys.append(y)
+            for collected, final in zip(finals, (h_n, c_n), strict=True):
+                collected.append(graph.op("Unsqueeze", [final, _index(graph, [0])])[0])
+        x = ys[0] if directions == 1 else graph.op("Concat", ys, axis=2)[0]
+    return x, tuple(graph.op("Concat", names, axis=0)[0] for names in finals)
+
+
 def _recurrent_nodes(
     graph: _Graph, module: LSTM | RNN, x: str, state: tuple[str, ...] | None, lengths: str | None
 ) -> tuple[str, tuple[str, ...]]:
-    """The module's layers over x (T, B, I), time-major: (output (T, B, D*H), (h_n[, c_n]) each
-    (L*D, B, H)); ``state`` names h0[, c0] (L*D, B, H), ``lengths`` (B,) int32 steps."""
+    """The module's layers over x (T, B, I), time-major: (output (T, B, D*P), (h_n (L*D, B, P)
+    [, c_n (L*D, B, H)])); ``state`` names h0[, c0] as those, ``lengths`` (B,) int64 steps."""
+    if isinstance(module, LSTM) and _needs_scan(module):
+        return _scan_layers(graph, module, x, state, lengths)
+    if lengths is not None:  # the operators read int32
+        lengths = graph.op("Cast", [lengths], to=graph.onnx.TensorProto.INT32)[0]
     directions = 2 if module.bidirectional else 1
     lstm = isinstance(module, LSTM)
     direction = "bidirectional" if module.bidirectional else "forward"
@@ -187,7 +336,6 @@ def export_onnx(
     *,
     initial_state: bool = False,
     lengths: bool = False,
-    opset: int = OPSET,
 ):
     """``module`` as an ONNX model (``onnx.ModelProto``), written to ``path`` if given.
 
@@ -197,12 +345,12 @@ def export_onnx(
     first), ``h_n`` and for an LSTM ``c_n``, (L*D, B, H): what the module returns in evaluation
     mode, zeros at padding. T and B are free dimensions. The file is written whole or not at all.
 
-    Raises ValueError, before writing, for layer norm, projections, zoneout and modules other
-    than float32 ones; TypeError for other modules.
+    Every option exports (see the module docstring for how). Raises ValueError, before writing,
+    for modules other than float32 ones; TypeError for other modules.
     """
     if not isinstance(module, (LSTM, RNN)):
         raise TypeError(f"export_onnx takes an lstmkit.LSTM or lstmkit.RNN, got {type(module).__name__}")
-    _check(module, "this module's")
+    _check(module)
     onnx = _onnx()
     element = onnx.TensorProto.FLOAT
     graph = _Graph(onnx)
@@ -212,17 +360,16 @@ def export_onnx(
     inputs = [onnx.helper.make_tensor_value_info("input", element, [*sequence, module.input_size])]
     x = graph.op("Transpose", ["input"], perm=[1, 0, 2])[0] if module.batch_first else "input"
     state = None
+    sizes = module._state_sizes()  # (P, H) for an LSTM, (H,) for an RNN
     if initial_state:
-        state = ("h0", "c0")[: len(module._state_names)]
+        state = ("h0", "c0")[: len(sizes)]
         inputs += [
-            onnx.helper.make_tensor_value_info(name, element, [rows, "batch", module.hidden_size])
-            for name in state
+            onnx.helper.make_tensor_value_info(name, element, [rows, "batch", size])
+            for name, size in zip(state, sizes, strict=True)
         ]
-    steps = None
     if lengths:
         inputs.append(onnx.helper.make_tensor_value_info("lengths", onnx.TensorProto.INT64, ["batch"]))
-        steps = graph.op("Cast", ["lengths"], to=onnx.TensorProto.INT32)[0]
-    out, finals = _recurrent_nodes(graph, module, x, state, steps)
+    out, finals = _recurrent_nodes(graph, module, x, state, "lengths" if lengths else None)
     graph.op("Transpose" if module.batch_first else "Identity", [out], ["output"], **(
         {"perm": [1, 0, 2]} if module.batch_first else {}
     ))  # fmt: skip
@@ -230,20 +377,20 @@ def export_onnx(
     for name, final in zip(final_names, finals, strict=True):
         graph.op("Identity", [final], [name])
     outputs = [
-        onnx.helper.make_tensor_value_info("output", element, [*sequence, directions * module.hidden_size]),
+        onnx.helper.make_tensor_value_info("output", element, [*sequence, directions * sizes[0]]),
         *(
-            onnx.helper.make_tensor_value_info(name, element, [rows, "batch", module.hidden_size])
-            for name in final_names
+            onnx.helper.make_tensor_value_info(name, element, [rows, "batch", size])
+            for name, size in zip(final_names, sizes, strict=True)
         ),
     ]
-    return _finish(onnx, graph, f"lstmkit.{type(module).__name__}", inputs, outputs, path, opset)
+    return _finish(onnx, graph, f"lstmkit.{type(module).__name__}", inputs, outputs, path)
 
 
-def _finish(onnx, graph: _Graph, name: str, inputs: list, outputs: list, path, opset: int, metadata=None):
+def _finish(onnx, graph: _Graph, name: str, inputs: list, outputs: list, path, metadata=None):
     """The checked model of ``graph``, written whole to ``path`` if given."""
     model = onnx.helper.make_model(
         onnx.helper.make_graph(graph.nodes, name, inputs, outputs, graph.initializers),
-        opset_imports=[onnx.helper.make_opsetid("", opset)],
+        opset_imports=[onnx.helper.make_opsetid("", OPSET)],
         producer_name="lstmkit",
     )
     for key, value in (metadata or {}).items():
@@ -277,7 +424,7 @@ def _network(graph: _Graph, model: SequenceModel, x: str, state: tuple[str, ...]
     return graph.op("Gemm", [top, graph.constant("head", weight), bias], transB=1)[0], finals
 
 
-def export_run(run: Run, path: str | os.PathLike | None = None, *, opset: int = OPSET):
+def export_run(run: Run, path: str | os.PathLike | None = None):
     """A trained run's model, its input scaling and its output decoding, as one ONNX model
     (``onnx.ModelProto``), written to ``path`` if given. By task:
 
@@ -290,11 +437,10 @@ def export_run(run: Run, path: str | os.PathLike | None = None, *, opset: int = 
       and ``c0`` (L*D, B, P) (zeros to start; the previous call's to continue) -> ``logits``
       (B, T, vocabulary), ``h_n``, ``c_n``.
 
-    Metadata (``metadata_props``) names the columns, labels or vocabulary. The same refusals as
-    ``export_onnx`` for what ONNX's LSTM cannot express, before anything is written.
+    Metadata (``metadata_props``) names the columns, labels or vocabulary.
     """
     model, task = run.model, run.task
-    _check(model.lstm, "this run's")
+    _check(model.lstm)
     onnx = _onnx()
     graph = _Graph(onnx)
     real = onnx.TensorProto.FLOAT
@@ -331,14 +477,19 @@ def export_run(run: Run, path: str | os.PathLike | None = None, *, opset: int = 
         metadata = {"labels": json.dumps(spec.labels), "features": json.dumps(spec.features)}
     else:
         lstm = model.lstm
-        state_shape = [lstm.num_layers * (2 if lstm.bidirectional else 1), "batch", lstm.hidden_size]
+        rows = lstm.num_layers * (2 if lstm.bidirectional else 1)
+        state_shapes = [[rows, "batch", size] for size in lstm._state_sizes()]
         inputs = [value_info("ids", onnx.TensorProto.INT64, ["batch", "time"])]
-        inputs += [value_info(name, real, state_shape) for name in ("h0", "c0")]
+        inputs += [
+            value_info(name, real, shape) for name, shape in zip(("h0", "c0"), state_shapes, strict=True)
+        ]
         logits, finals = _network(graph, model, "ids", ("h0", "c0"))
         for name, value in zip(("logits", "h_n", "c_n"), (logits, *finals), strict=True):
             graph.op("Identity", [value], [name])
         vocabulary = len(spec.vocabulary)
         outputs = [value_info("logits", real, ["batch", "time", vocabulary])]
-        outputs += [value_info(name, real, state_shape) for name in ("h_n", "c_n")]
+        outputs += [
+            value_info(name, real, shape) for name, shape in zip(("h_n", "c_n"), state_shapes, strict=True)
+        ]
         metadata = {"vocabulary": spec.vocabulary}
-    return _finish(onnx, graph, f"lstmkit {task.name} run", inputs, outputs, path, opset, metadata)
+    return _finish(onnx, graph, f"lstmkit {task.name} run", inputs, outputs, path, metadata)

@@ -1,7 +1,8 @@
 """The trained model of a run, with its input scaling and output decoding, as an ONNX file.
 
 Any ONNX runtime then forecasts, classifies or generates without Python or lstmkit: ONNX's own
-LSTM operator runs each layer. Forecast: window (B, W, columns) in the data's units -> forecast
+LSTM operator runs each layer (a Scan of one step where the model has layer norm, a projection
+or zoneout). Forecast: window (B, W, columns) in the data's units -> forecast
 (B, horizon, targets). Classify: values (B, steps * features) -> probabilities (B, classes).
 Language model: ids (B, T) and the state (h0, c0) -> logits, h_n, c_n. The file's metadata
 names the columns, labels or vocabulary. Needs the onnx package (pip install 'lstmkit[onnx]').
