@@ -8,10 +8,10 @@ on N processes computes what one process computes, up to the order of float sums
 differ, being drawn per share). The weights therefore stay equal everywhere; process 0 alone
 writes the run folder and reports. The command line trains on CPUs, so the group talks over gloo.
 
-    torchrun --nproc-per-node 2 --no-python lstmkit train --dataset co2 --out runs/co2
+    torchrun --nproc-per-node 2 -m lstmkit train --dataset co2 --out runs/co2
     # on each of two machines, --node-rank 0 and 1:
     torchrun --nnodes 2 --node-rank 0 --master-addr HOST --master-port 29500 \\
-             --nproc-per-node 2 --no-python lstmkit train --dataset co2 --out runs/co2
+             --nproc-per-node 2 -m lstmkit train --dataset co2 --out runs/co2
 """
 
 from __future__ import annotations
