@@ -434,3 +434,10 @@ def test_long_memory_quick(tmp_path):
 def test_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_env_names_what_a_bug_report_needs():
+    result = invoke("env")
+    assert result.exit_code == 0
+    for line in ("torch threads:", "LSTM backends:", "onnx (export):", "DDP (gloo):"):
+        assert line in result.output, line

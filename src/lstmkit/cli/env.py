@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
@@ -11,6 +12,13 @@ from ._common import console, friendly
 
 NAME = "env"
 EPILOG = "Example:\n\n  lstmkit env"
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 @friendly
@@ -24,6 +32,8 @@ def command() -> None:
         "cuda available": torch.cuda.is_available(),
         "LSTM backends": ", ".join(functional.available("lstm")),
         "RNN backends": ", ".join(functional.available("rnn")),
+        "onnx (export)": _version("onnx"),
+        "DDP (gloo)": torch.distributed.is_available() and torch.distributed.is_gloo_available(),
     }
     for key, value in lines.items():
         console.print(f"{key + ':':16} {value}", highlight=False)
