@@ -6,6 +6,7 @@ import io
 import json
 import math
 import pickle
+import socket
 import subprocess
 import sys
 
@@ -259,6 +260,16 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(series, tmp_path, m
     assert history == json.loads(meta_a["state"])["history"]
 
 
+def _loopback_available() -> bool:
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _loopback_available(), reason="torchrun's processes talk over the loopback interface")
 def test_two_processes_under_torchrun_train_the_weights_of_one(series, tmp_path):
     """`torchrun -m lstmkit train` on two processes (DDP over gloo): each trains on half of every
     batch, and the weights equal a single process's up to the order of float sums; process 0
