@@ -187,3 +187,35 @@ def test_writes_a_loadable_file(tmp_path):
     assert [n.op_type for n in loaded.graph.node].count("LSTM") == 2
     assert [p.name for p in tmp_path.joinpath("sub").iterdir()] == ["lstm.onnx"]  # no temporary left
     assert module.training  # the export reads the module and leaves its mode alone
+
+
+CELL_CASES = [
+    (lstmkit.LSTMCell, dict()),
+    (lstmkit.LSTMCell, dict(layer_norm=True, peephole=True, cell_clip=0.5)),
+    (lstmkit.LSTMCell, dict(coupled_input_forget=True, peephole=True, zoneout=(0.3, 0.1), bias=False)),
+    (lstmkit.RNNCell, dict()),
+    (lstmkit.RNNCell, dict(nonlinearity="relu", bias=False)),
+]
+
+
+@pytest.mark.parametrize(
+    "cls, options", CELL_CASES, ids=lambda c: c.__name__ if isinstance(c, type) else ",".join(c)
+)
+def test_cells_equal_onnx_runtime(cls, options):
+    """A cell's one step, against the cell in float64 (parameters moved off their initial values)."""
+    torch.manual_seed(0)
+    cell = cls(3, 6, **options).eval()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(5, 3)
+    state = tuple(torch.randn(5, 6) for _ in cell._state_names)
+    feeds = {"input": x, **dict(zip(("h0", "c0"), state, strict=False))}
+    theirs = _session(export_onnx(cell)).run(None, {name: t.numpy() for name, t in feeds.items()})
+    exact = copy.deepcopy(cell).double()
+    with torch.no_grad():
+        ours = exact(x.double(), tuple(t.double() for t in state) if len(state) == 2 else state[0].double())
+    ours = ours if isinstance(ours, tuple) else (ours,)
+    assert len(theirs) == len(ours)
+    for k, (a, b) in enumerate(zip(theirs, ours, strict=True)):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5, err_msg=f"output {k}")

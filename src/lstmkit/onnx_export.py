@@ -1,4 +1,4 @@
-"""ONNX export: ``lstmkit.LSTM`` and ``lstmkit.RNN`` as ONNX graphs, and a trained run whole.
+"""ONNX export: lstmkit's LSTM, RNN and their cells as ONNX graphs, and a trained run whole.
 
 Where ONNX's own LSTM and RNN operators express the module, one operator runs each layer (both
 directions in one), so that any ONNX runtime runs the recurrence with its fused kernel. The
@@ -15,7 +15,8 @@ What the operator cannot express (layer norm, projections, zoneout) runs as a Sc
 of one step, written out from the formulas of docs/variants.md with ONNX's LayerNormalization,
 MatMul and pointwise operators; a step past a sequence's length holds the state and outputs
 zeros, and the reverse direction reads each sequence reversed within its length
-(ReverseSequence), as packed sequences do.
+(ReverseSequence), as packed sequences do. An LSTMCell is that step graph once; an RNNCell two
+products and its nonlinearity.
 
 The graph computes the module in evaluation mode: dropout of every kind is off, zoneout mixes
 in its expected fraction. ``onnx`` is an optional dependency (``lstmkit[onnx]``).
@@ -36,7 +37,7 @@ import torch
 from .files import atomic_write
 from .kernels.contract import LAYER_NORM_EPS
 from .models import SequenceModel
-from .nn import LSTM, RNN
+from .nn import LSTM, RNN, LSTMCell, RNNCell
 
 if TYPE_CHECKING:  # runs needs the command line's packages; export_onnx does not
     from .runs import Run
@@ -54,9 +55,9 @@ def _onnx():
     return onnx
 
 
-def _check(module: LSTM | RNN) -> None:
+def _check(module: LSTM | RNN | LSTMCell | RNNCell) -> None:
     """Raise ValueError for a module whose dtype ONNX Runtime's recurrent operators do not run."""
-    dtype = module.weight_ih_l0.dtype
+    dtype = next(module.parameters()).dtype
     if dtype != torch.float32:
         raise ValueError(
             f"ONNX export writes float32 models (ONNX Runtime's LSTM and RNN run no other dtype), "
@@ -163,20 +164,24 @@ def _initial(graph: _Graph, state: str | None, row: int, size: int, x: str) -> s
     return graph.op("ConstantOfShape", [shape], value=zero)[0]
 
 
-def _scan_step(body: _Graph, module: LSTM, suffix: str) -> tuple[list, list[str]]:
+def _scan_step(
+    body: _Graph, module: LSTM | LSTMCell, suffix: str, masked: bool = True
+) -> tuple[list, list[str]]:
     """One step of one direction as the nodes of ``body``, formulas as docs/variants.md and the
-    kernels: (the body's inputs h (B, P), c (B, H), a (B, 4H) the input side, keep (B, 1); its
-    outputs h', c', y, with state held and y zero where keep is false)."""
+    kernels: (the body's inputs h (B, P), c (B, H), a (B, 4H) the input side and, if ``masked``,
+    keep (B, 1); its outputs h', c' and, if ``masked``, y, with state held and y zero where keep
+    is false)."""
     onnx, v = body.onnx, module.variants
-    size = module.hidden_size
+    size, projection = module.hidden_size, getattr(module, "proj_size", 0)  # cells have none
     h, c, a_in, keep = (body.name(stem) for stem in ("h", "c", "a", "keep"))
     real, boolean = onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
     inputs = [
-        onnx.helper.make_tensor_value_info(h, real, ["batch", module.proj_size or size]),
+        onnx.helper.make_tensor_value_info(h, real, ["batch", projection or size]),
         onnx.helper.make_tensor_value_info(c, real, ["batch", size]),
         onnx.helper.make_tensor_value_info(a_in, real, ["batch", 4 * size]),
-        onnx.helper.make_tensor_value_info(keep, boolean, ["batch", 1]),
     ]
+    if masked:
+        inputs.append(onnx.helper.make_tensor_value_info(keep, boolean, ["batch", 1]))
 
     def vector(stem: str) -> str:
         return body.constant(stem, _array(module, stem + suffix))
@@ -224,9 +229,11 @@ def _scan_step(body: _Graph, module: LSTM, suffix: str) -> tuple[list, list[str]
         gains = (vector("layer_norm_cell_weight"), vector("layer_norm_cell_bias"))
         squashed = body.op("LayerNormalization", [cell, *gains], epsilon=LAYER_NORM_EPS)[0]
     hidden = times(output_gate, body.op("Tanh", [squashed])[0])
-    if module.proj_size:
+    if projection:
         hidden = body.op("MatMul", [hidden, body.constant("W_hr", _array(module, "weight_hr" + suffix).T)])[0]
     hidden, cell = mixed(v.zoneout[1], h, hidden), mixed(v.zoneout[0], c, cell)
+    if not masked:
+        return inputs, [hidden, cell]
     outputs = [
         body.op("Where", [keep, hidden, h])[0],
         body.op("Where", [keep, cell, c])[0],
@@ -235,12 +242,46 @@ def _scan_step(body: _Graph, module: LSTM, suffix: str) -> tuple[list, list[str]
     return inputs, outputs
 
 
+def _input_side(graph: _Graph, module: LSTM | LSTMCell, suffix: str, x: str) -> str:
+    """W_ih x (with layer norm's gain if on) + b_ih + b_hh, over x's last dimension."""
+    pre = graph.op("MatMul", [x, graph.constant("W_ih", _array(module, "weight_ih" + suffix).T)])[0]
+    if module.variants.layer_norm:
+        gain = graph.constant("gain", _array(module, "layer_norm_ih" + suffix))
+        pre = graph.op("LayerNormalization", [pre, gain], epsilon=LAYER_NORM_EPS)[0]
+    if module.bias:
+        bias = _array(module, "bias_ih" + suffix) + _array(module, "bias_hh" + suffix)
+        pre = graph.op("Add", [pre, graph.constant("bias", bias)])[0]
+    return pre
+
+
+def _cell_nodes(graph: _Graph, cell: LSTMCell | RNNCell, x: str, state: tuple[str, ...]) -> list[str]:
+    """One step of a cell over x (B, I) from h (B, H)[, c (B, H)]: the new state's names."""
+    if isinstance(cell, LSTMCell):
+        pre = _input_side(graph, cell, "", x)
+        start = len(graph.nodes)
+        inputs, outputs = _scan_step(graph, cell, "", masked=False)
+        # the step's nodes read their own input names: feed them, ahead of those nodes
+        make_node = graph.onnx.helper.make_node
+        feeds = [
+            make_node("Identity", [value], [slot.name])
+            for value, slot in zip((*state, pre), inputs, strict=True)
+        ]
+        graph.nodes[start:start] = feeds
+        return outputs
+    a = graph.op("MatMul", [x, graph.constant("W_ih", _array(cell, "weight_ih").T)])[0]
+    recurrent = graph.op("MatMul", [state[0], graph.constant("W_hh", _array(cell, "weight_hh").T)])[0]
+    a = graph.op("Add", [a, recurrent])[0]
+    if cell.bias:
+        a = graph.op("Add", [a, graph.constant("bias", _array(cell, "bias_ih") + _array(cell, "bias_hh"))])[0]
+    return [graph.op("Tanh" if cell.nonlinearity == "tanh" else "Relu", [a])[0]]
+
+
 def _scan_layers(
     graph: _Graph, module: LSTM, x: str, state: tuple[str, ...] | None, lengths: str | None
 ) -> tuple[str, tuple[str, ...]]:
     """``_recurrent_nodes`` for what ONNX's LSTM cannot express: each direction a Scan over a
     one-step graph, reversed within each sequence's length for the reverse direction."""
-    onnx, v = graph.onnx, module.variants
+    onnx = graph.onnx
     lengths, keep = _steps_and_keep(graph, x, lengths)
     directions = 2 if module.bidirectional else 1
     finals: tuple[list[str], list[str]] = ([], [])
@@ -249,13 +290,7 @@ def _scan_layers(
         for direction in range(directions):
             row = layer * directions + direction
             suffix = module._suffixes()[row]
-            pre = graph.op("MatMul", [x, graph.constant("W_ih", _array(module, "weight_ih" + suffix).T)])[0]
-            if v.layer_norm:
-                gain = graph.constant("gain", _array(module, "layer_norm_ih" + suffix))
-                pre = graph.op("LayerNormalization", [pre, gain], epsilon=LAYER_NORM_EPS)[0]
-            if module.bias:
-                bias = _array(module, "bias_ih" + suffix) + _array(module, "bias_hh" + suffix)
-                pre = graph.op("Add", [pre, graph.constant("bias", bias)])[0]
+            pre = _input_side(graph, module, suffix, x)
             if direction:
                 pre = graph.op("ReverseSequence", [pre, lengths], batch_axis=1, time_axis=0)[0]
             initial = [
@@ -331,7 +366,7 @@ def _recurrent_nodes(
 
 
 def export_onnx(
-    module: LSTM | RNN,
+    module: LSTM | RNN | LSTMCell | RNNCell,
     path: str | os.PathLike | None = None,
     *,
     initial_state: bool = False,
@@ -339,7 +374,9 @@ def export_onnx(
 ):
     """``module`` as an ONNX model (``onnx.ModelProto``), written to ``path`` if given.
 
-    Graph inputs: ``input`` (T, B, I), or (B, T, I) with ``batch_first``; with ``initial_state``,
+    A cell: inputs ``input`` (B, I), ``h0`` (B, H) (and ``c0`` for an LSTMCell), outputs ``h_1``
+    (and ``c_1``), one step; ``initial_state`` and ``lengths`` concern sequences only. A sequence
+    module: graph inputs ``input`` (T, B, I), or (B, T, I) with ``batch_first``; with ``initial_state``,
     ``h0`` (L*D, B, H) (and ``c0`` for an LSTM); with ``lengths``, ``lengths`` (B,) int64, each
     sequence's steps, as the module's ``lengths=``. Outputs ``output`` (T, B, D*H) (or batch
     first), ``h_n`` and for an LSTM ``c_n``, (L*D, B, H): what the module returns in evaluation
@@ -348,12 +385,27 @@ def export_onnx(
     Every option exports (see the module docstring for how). Raises ValueError, before writing,
     for modules other than float32 ones; TypeError for other modules.
     """
-    if not isinstance(module, (LSTM, RNN)):
-        raise TypeError(f"export_onnx takes an lstmkit.LSTM or lstmkit.RNN, got {type(module).__name__}")
+    if not isinstance(module, (LSTM, RNN, LSTMCell, RNNCell)):
+        raise TypeError(
+            f"export_onnx takes an lstmkit LSTM, RNN, LSTMCell or RNNCell, got {type(module).__name__}"
+        )
     _check(module)
     onnx = _onnx()
     element = onnx.TensorProto.FLOAT
     graph = _Graph(onnx)
+    if isinstance(module, (LSTMCell, RNNCell)):
+        state = ("h0", "c0")[: len(module._state_names)]
+        inputs = [onnx.helper.make_tensor_value_info("input", element, ["batch", module.input_size])]
+        inputs += [
+            onnx.helper.make_tensor_value_info(name, element, ["batch", module.hidden_size]) for name in state
+        ]
+        names = ("h_1", "c_1")[: len(state)]
+        for name, value in zip(names, _cell_nodes(graph, module, "input", state), strict=True):
+            graph.op("Identity", [value], [name])
+        outputs = [
+            onnx.helper.make_tensor_value_info(name, element, ["batch", module.hidden_size]) for name in names
+        ]
+        return _finish(onnx, graph, f"lstmkit.{type(module).__name__}", inputs, outputs, path)
     directions = 2 if module.bidirectional else 1
     rows = module.num_layers * directions
     sequence = ["batch", "time"] if module.batch_first else ["time", "batch"]
