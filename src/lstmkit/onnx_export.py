@@ -99,7 +99,7 @@ class _Graph:
         return names
 
 
-def _array(module: LSTM | RNN, name: str) -> np.ndarray:
+def _array(module: torch.nn.Module, name: str) -> np.ndarray:
     """A parameter (or a weight-dropped module's plain tensor) as a float32 array."""
     return getattr(module, name).detach().cpu().numpy()
 
