@@ -140,25 +140,25 @@ def _index(graph: _Graph, values: list[int] | int) -> str:
     return graph.constant("index", np.array(values, np.int64))
 
 
-def _steps_and_keep(graph: _Graph, x: str, lengths: str | None) -> tuple[str, str]:
-    """(lengths (B,) int64, every sequence T steps if None; keep (T, B, 1) bool: t < length) for
-    x (T, B, F)."""
+def _steps_and_keep(graph: _Graph, x: str, lengths: str | None) -> tuple[str, str, str]:
+    """(lengths (B,) int64, every sequence T steps if None; keep (T, B, 1) bool: t < length;
+    the batch size (1,) int64) for x (T, B, F)."""
     shape = graph.op("Shape", [x])[0]
     steps = graph.op("Gather", [shape, _index(graph, 0)])[0]
+    batch = graph.op("Gather", [shape, _index(graph, [1])])[0]
     if lengths is None:
-        lengths = graph.op("Expand", [steps, graph.op("Gather", [shape, _index(graph, [1])])[0]])[0]
+        lengths = graph.op("Expand", [steps, batch])[0]
     positions = graph.op("Range", [_index(graph, 0), steps, _index(graph, 1)])[0]
     positions = graph.op("Unsqueeze", [positions, _index(graph, [1])])[0]
     keep = graph.op("Less", [positions, lengths])[0]
-    return lengths, graph.op("Unsqueeze", [keep, _index(graph, [2])])[0]
+    return lengths, graph.op("Unsqueeze", [keep, _index(graph, [2])])[0], batch
 
 
-def _initial(graph: _Graph, state: str | None, row: int, size: int, x: str) -> str:
-    """Row ``row`` of a given (L*D, B, size) state, or zeros (B, size) shaped after x (T, B, F)."""
+def _initial(graph: _Graph, state: str | None, row: int, size: int, batch: str) -> str:
+    """Row ``row`` of a given (L*D, B, size) state, or zeros (B, size) for ``batch`` (1,) = [B]."""
     if state is not None:
         picked = graph.op("Slice", [state, _index(graph, [row]), _index(graph, [row + 1])])[0]
         return graph.op("Squeeze", [picked, _index(graph, [0])])[0]
-    batch = graph.op("Gather", [graph.op("Shape", [x])[0], _index(graph, [1])])[0]
     shape = graph.op("Concat", [batch, _index(graph, [size])], axis=0)[0]
     zero = graph.onnx.helper.make_tensor("zero", graph.onnx.TensorProto.FLOAT, [1], [0.0])
     return graph.op("ConstantOfShape", [shape], value=zero)[0]
@@ -282,8 +282,8 @@ def _scan_layers(
     """``_recurrent_nodes`` for what ONNX's LSTM cannot express: each direction a Scan over a
     one-step graph, reversed within each sequence's length for the reverse direction."""
     onnx = graph.onnx
-    lengths, keep = _steps_and_keep(graph, x, lengths)
-    directions = 2 if module.bidirectional else 1
+    lengths, keep, batch = _steps_and_keep(graph, x, lengths)
+    directions = module._directions
     finals: tuple[list[str], list[str]] = ([], [])
     for layer in range(module.num_layers):
         ys = []
@@ -294,7 +294,7 @@ def _scan_layers(
             if direction:
                 pre = graph.op("ReverseSequence", [pre, lengths], batch_axis=1, time_axis=0)[0]
             initial = [
-                _initial(graph, None if state is None else state[k], row, size, x)
+                _initial(graph, None if state is None else state[k], row, size, batch)
                 for k, size in enumerate(module._state_sizes())
             ]
             body = graph.body()
@@ -321,7 +321,7 @@ def _recurrent_nodes(
         return _scan_layers(graph, module, x, state, lengths)
     if lengths is not None:  # the operators read int32
         lengths = graph.op("Cast", [lengths], to=graph.onnx.TensorProto.INT32)[0]
-    directions = 2 if module.bidirectional else 1
+    directions = module._directions
     lstm = isinstance(module, LSTM)
     direction = "bidirectional" if module.bidirectional else "forward"
     finals: list[list[str]] = [[] for _ in module._state_names]
@@ -406,7 +406,7 @@ def export_onnx(
             onnx.helper.make_tensor_value_info(name, element, ["batch", module.hidden_size]) for name in names
         ]
         return _finish(onnx, graph, f"lstmkit.{type(module).__name__}", inputs, outputs, path)
-    directions = 2 if module.bidirectional else 1
+    directions = module._directions
     rows = module.num_layers * directions
     sequence = ["batch", "time"] if module.batch_first else ["time", "batch"]
     inputs = [onnx.helper.make_tensor_value_info("input", element, [*sequence, module.input_size])]
@@ -467,7 +467,7 @@ def _network(graph: _Graph, model: SequenceModel, x: str, state: tuple[str, ...]
         logits = graph.op("MatMul", [out, graph.constant("head", weight.T)])[0]
         return graph.op("Add", [logits, bias])[0], finals
     lstm = model.lstm
-    directions = 2 if lstm.bidirectional else 1
+    directions = lstm._directions
     rows = lstm.num_layers * directions
     bounds = [graph.constant("bounds", np.array([k], np.int64)) for k in (rows - directions, rows)]
     top = graph.op("Slice", [finals[0], *bounds])[0]  # (D, B, H): the top layer's final h
@@ -529,7 +529,7 @@ def export_run(run: Run, path: str | os.PathLike | None = None):
         metadata = {"labels": json.dumps(spec.labels), "features": json.dumps(spec.features)}
     else:
         lstm = model.lstm
-        rows = lstm.num_layers * (2 if lstm.bidirectional else 1)
+        rows = lstm.num_layers * lstm._directions
         state_shapes = [[rows, "batch", size] for size in lstm._state_sizes()]
         inputs = [value_info("ids", onnx.TensorProto.INT64, ["batch", "time"])]
         inputs += [

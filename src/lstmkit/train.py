@@ -123,6 +123,7 @@ def fit(
 
     trained = distributed.wrap(model)  # the same parameters, behind DDP's gradient averaging
     writes = distributed.writes()
+    processes = distributed.rank_and_size()[1]
     inputs, targets = task.tensors(splits["train"])
     validation = task.tensors(splits["val"]) if "val" in splits else None
     for epoch in range(state["epoch"], config.epochs):
@@ -141,13 +142,13 @@ def fit(
             if config.grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            total += loss.item() * len(batch) * weight / distributed.rank_and_size()[1]
+            total += loss.item() * len(batch) * weight / processes
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": distributed.total(total) / len(inputs)}
         if validation is not None:
             # every process computes it; their mean, the same number everywhere, decides, so that
             # float noise between machines cannot make one process stop early without the others
             loss = mean_loss(task, model, *validation, config.batch_size)
-            record["val_loss"] = distributed.total(loss) / distributed.rank_and_size()[1]
+            record["val_loss"] = distributed.total(loss) / processes
         selected = record.get("val_loss", record["train_loss"])
         if selected < state["best_loss"]:
             state |= {"best_loss": selected, "best_epoch": epoch + 1, "bad_epochs": 0}
