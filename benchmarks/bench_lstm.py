@@ -134,18 +134,22 @@ def measure(
 
 
 def kernel_libraries() -> str:
-    """What the compiled kernel's speed depends on: OpenBLAS's kernel type (a forced
-    OPENBLAS_CORETYPE can halve it), oneDNN products, torch's OpenMP pool."""
+    """What the compiled kernel's speed depends on: which BLAS runs its per-step products (MKL's
+    packed gemm on Intel, else OpenBLAS, whose kernel type a forced OPENBLAS_CORETYPE can halve),
+    which library the whole-sequence products, and torch's OpenMP pool."""
     import scipy.linalg  # noqa: F401  (loads the OpenBLAS that the kernel calls)
     from threadpoolctl import threadpool_info
 
-    from lstmkit.kernels import matmul, pool
+    from lstmkit.kernels import cpu, matmul, mkl, pool
 
     cores = sorted({i.get("architecture", "?") for i in threadpool_info() if i["internal_api"] == "openblas"})
     forced = os.environ.get("OPENBLAS_CORETYPE")
+    steps = "MKL's packed gemm" if cpu.MKL_PRODUCTS else "OpenBLAS"
+    whole = "oneDNN" if matmul.ONEDNN_PRODUCTS and matmul._onednn_available() else "torch.matmul"
     return (
+        f"Intel processor: {mkl.intel()}; float32 step products: {steps}; whole-sequence products: {whole}; "
         f"OpenBLAS kernels: {', '.join(cores)} (OPENBLAS_CORETYPE {'=' + forced if forced else 'unset'}); "
-        f"oneDNN products: {matmul._onednn_available()}; torch's OpenMP pool: {pool._openmp() is not None}"
+        f"torch's OpenMP pool: {pool._openmp() is not None}"
     )
 
 

@@ -450,5 +450,5 @@ def test_help(command):
 def test_env_names_what_a_bug_report_needs():
     result = invoke("env")
     assert result.exit_code == 0
-    for line in ("torch threads:", "LSTM backends:", "onnx (export):", "DDP (gloo):"):
+    for line in ("torch threads:", "LSTM backends:", "cpu products:", "onnx (export):", "DDP (gloo):"):
         assert line in result.output, line

@@ -1,11 +1,15 @@
 """Which kernel "auto" runs, and that every backend is deterministic run to run."""
 
+import ctypes
+
 import pytest
 import torch
 
 import lstmkit
 from lstmkit import functional
-from lstmkit.kernels import cpu, torch_ops
+from lstmkit.kernels import cpu, mkl, torch_ops
+
+from ._products import expand, selected
 
 needs_cpu = pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 
@@ -21,26 +25,30 @@ def test_auto_takes_the_compiled_kernel_for_sequences_of_float_cpu_tensors():
     assert functional.kernel("auto", "rnn", x32, 100) is torch_ops.rnn_layer
 
 
-@pytest.mark.parametrize("backend", [b for b in functional.available("lstm") if b != "auto"])
+@pytest.mark.parametrize("backend", expand([b for b in functional.available("lstm") if b != "auto"]))
 def test_deterministic_run_to_run(backend):
     """Same seed, same everything: bitwise equal outputs and gradients, stochastic options included."""
-    runs = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        model = lstmkit.LSTM(4, 6, 2, bidirectional=True, zoneout=0.2, recurrent_dropout=0.2, backend=backend)
-        x = torch.randn(9, 3, 4, requires_grad=True)
-        out, (h, c) = model(x, lengths=[9, 4, 7])
-        (out.sum() + h.sum() + c.sum()).backward()
-        runs.append([out, h, c, x.grad, *(p.grad for p in model.parameters())])
+    with selected(backend) as backend:
+        runs = [_run_once(backend) for _ in range(2)]
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
+
+
+def _run_once(backend: str) -> list[torch.Tensor]:
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(4, 6, 2, bidirectional=True, zoneout=0.2, recurrent_dropout=0.2, backend=backend)
+    x = torch.randn(9, 3, 4, requires_grad=True)
+    out, (h, c) = model(x, lengths=[9, 4, 7])
+    (out.sum() + h.sum() + c.sum()).backward()
+    return [out, h, c, x.grad, *(p.grad for p in model.parameters())]
 
 
 @needs_cpu
 def test_deterministic_run_to_run_with_the_batch_split_over_threads(monkeypatch, torch_threads):
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     torch_threads(2)
-    test_deterministic_run_to_run("cpu")
+    for backend in expand(["cpu"]):
+        test_deterministic_run_to_run(backend)
 
 
 @needs_cpu
@@ -48,6 +56,7 @@ def test_kernel_runs_blas_on_one_thread_and_restores_the_settings(monkeypatch):
     """While a recurrence runs, every BLAS library in the process is at one thread (its spinning
     workers would take the cores from torch's and the kernel's threads); after it, each is back at
     its own setting, and torch's thread count is untouched."""
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
     libraries = cpu._blas_libraries()
     assert libraries, "threadpoolctl found no BLAS library"
     seen = []
@@ -67,6 +76,33 @@ def test_kernel_runs_blas_on_one_thread_and_restores_the_settings(monkeypatch):
     assert len(seen) == 2 and all(counts == [1] * len(libraries) for counts in seen)
     assert [library.get_num_threads() for library in libraries] == before
     assert torch.get_num_threads() == torch_threads
+
+
+@pytest.mark.skipif(not (cpu.available() and mkl.available()), reason="torch exports no MKL here")
+def test_kernel_on_mkl_sets_mkl_to_one_thread_and_restores_it(monkeypatch):
+    """A kernel call that multiplies on MKL sets MKL's thread count for its own thread to one
+    (MKL_Set_Num_Threads_Local) and puts the previous setting back, forward and backward, and
+    OpenBLAS's settings are left alone. The kernel calls the function by address, so a ctypes
+    callback stands in for MKL's to record the calls (and forward them)."""
+    real = mkl._mkl().set_num_threads_local
+    calls = []
+    recorder = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda n: calls.append(n) or real(n))
+    address = ctypes.cast(recorder, ctypes.c_void_p).value
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", True)
+    monkeypatch.setattr(mkl, "addresses", lambda: (mkl._mkl().compute_address, address))
+    before = real(0)
+    real(before)
+    blas = [library.get_num_threads() for library in cpu._blas_libraries()]
+    model = lstmkit.LSTM(4, 6, backend="cpu")
+    out, _ = model(torch.randn(5, 3, 4, requires_grad=True))
+    out.sum().backward()
+    assert calls == [1, before, 1, before]
+    assert real(before) == before  # restored
+    assert [library.get_num_threads() for library in cpu._blas_libraries()] == blas
+    # float64 multiplies on OpenBLAS: MKL untouched
+    calls.clear()
+    lstmkit.LSTM(4, 6, backend="cpu", dtype=torch.float64)(torch.randn(5, 3, 4, dtype=torch.float64))
+    assert calls == []
 
 
 @needs_cpu

@@ -1,6 +1,7 @@
 """The kernels' support modules: whole-sequence products (``kernels.matmul``) against float64
 products, and the thread runner (``kernels.pool``) on torch's OpenMP threads and its fallback."""
 
+import functools
 import platform
 import threading
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstmkit.kernels import masks, matmul, pool
+from lstmkit.kernels import cpu, masks, matmul, mkl, pool
 
 ON_TORCH_WHEEL = platform.system() == "Linux" and platform.machine() == "x86_64"
 
@@ -35,6 +36,7 @@ def _operands(dtype: torch.dtype, strided: bool) -> tuple[torch.Tensor, ...]:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("least_work", [1, 2**62], ids=["oneDNN where it can", "torch.matmul"])
 def test_products_equal_float64_products(dtype, strided, least_work, monkeypatch):
+    monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", True)  # which an Intel processor turns off
     monkeypatch.setattr(matmul, "MIN_ONEDNN_WORK", least_work)
     monkeypatch.setattr(matmul, "MIN_ONEDNN_GRADIENT_WORK", least_work)
     x, weight, d, bias = _operands(dtype, strided)
@@ -56,6 +58,7 @@ def test_products_equal_float64_products(dtype, strided, least_work, monkeypatch
 
 
 def test_float64_and_empty_products_take_torch_matmul_exactly(monkeypatch):
+    monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", True)
     monkeypatch.setattr(matmul, "MIN_ONEDNN_WORK", 1)
     x, weight, d, _ = _operands(torch.float64, strided=False)
     assert torch.equal(matmul.linear(x, weight), x @ weight.t())
@@ -63,6 +66,52 @@ def test_float64_and_empty_products_take_torch_matmul_exactly(monkeypatch):
     empty = torch.zeros(0, 17)
     assert matmul.linear(empty, weight.float()).shape == (0, 24)
     assert torch.equal(matmul.weight_gradient(torch.zeros(0, 24), empty), torch.zeros(24, 17))
+
+
+def test_intel_processors_multiply_on_mkl(monkeypatch):
+    """On Intel processors MKL takes its AVX-512 code and was the faster: whole-sequence products
+    on torch's matmul, the kernel's float32 steps on MKL's packed gemm; elsewhere oneDNN and
+    OpenBLAS (as measured on AMD)."""
+    assert matmul.ONEDNN_PRODUCTS == (not mkl.preferred())
+    assert cpu.MKL_PRODUCTS == (mkl.preferred() and mkl.available())
+    assert mkl.preferred() == (mkl.intel() and torch.backends.mkl.is_available())
+    x, weight = torch.randn(64, 128), torch.randn(256, 128)
+    monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", False)
+    assert not matmul._on_onednn(x, weight, 1)
+    monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", True)
+    assert matmul._on_onednn(x, weight, 1) == matmul._onednn_available()
+
+
+@functools.cache
+def _packed_product():
+    """The kernel's packed product (callable from compiled code only), compiled for Python."""
+    import numba
+
+    return numba.njit(lambda address, a, packed, out: cpu._packed_product(address, a, packed, out))
+
+
+@pytest.mark.skipif(not (cpu.available() and mkl.available()), reason="torch exports no MKL here")
+@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed view"])
+@pytest.mark.parametrize("shape", [(1, 3, 5), (7, 12, 128), (16, 128, 512), (5, 32, 12)])
+def test_mkl_packed_product_equals_float64_product(shape, transposed):
+    """The compiled kernel's packed product: out = a @ W for every row count up to the one packed
+    for, W given as a matrix or as the transpose of one (the forward pass's W_hh.T), writing
+    nothing outside ``out``."""
+    rows, depth, width = shape
+    generator = torch.Generator().manual_seed(0)
+    weight = (
+        torch.randn(width, depth, generator=generator).t()
+        if transposed
+        else torch.randn(depth, width, generator=generator)
+    )
+    packed = mkl.pack(weight.numpy(), rows)
+    for m in range(1, rows + 1):
+        a = torch.randn(m, depth, generator=generator).numpy()
+        guarded = np.full((m + 2, width), 7.0, dtype=np.float32)
+        _packed_product()(mkl.addresses()[0], a, packed, guarded[1:-1])
+        expected = a.astype(np.float64) @ weight.double().numpy()
+        assert np.abs(guarded[1:-1] - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
+        assert (guarded[0] == 7.0).all() and (guarded[-1] == 7.0).all()
 
 
 @pytest.fixture(params=["torch's OpenMP", "thread pool"])

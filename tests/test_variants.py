@@ -17,6 +17,7 @@ from lstmkit.kernels import cpu, gpu, masks, pool, torch_ops
 from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 
 from ._compare import TOLERANCE
+from ._products import LIBRARIES, expand, selected
 
 SINGLE_OPTIONS = [
     dict(forget_bias=1.0),
@@ -100,13 +101,16 @@ def _assert_close(results, options):
             assert error <= bound * max(1.0, float(b.abs().max())), f"item {k}: error {error}"
 
 
-@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("backend", expand(FAST))
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("options", SINGLE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_each_option_equals_reference(options, training, backend):
-    for dtype in (torch.float64, torch.float32):
-        results = _run_both(options, backend=backend, training=training, lengths=[6, 2, 5, 1], dtype=dtype)
-        _assert_close(results, options)
+    with selected(backend) as backend:
+        for dtype in (torch.float64, torch.float32):
+            results = _run_both(
+                options, backend=backend, training=training, lengths=[6, 2, 5, 1], dtype=dtype
+            )
+            _assert_close(results, options)
 
 
 COMBINATIONS = dict(
@@ -139,11 +143,12 @@ def _check_combination(backend, options, config):
     # backends then differ from float64 by up to 1e-2 in some gradients (measured), so these
     # combinations are checked in float64; test_each_option_equals_reference has it in float32
     assume(not (options["layer_norm"] and config["dtype"] == torch.float32))
-    _assert_close(_run_both(options, backend=backend, **config), options)
+    with selected(backend) as backend:
+        _assert_close(_run_both(options, backend=backend, **config), options)
 
 
 @given(**COMBINATIONS)
-@pytest.mark.parametrize("backend", [b for b in FAST if b != "triton"])
+@pytest.mark.parametrize("backend", expand([b for b in FAST if b != "triton"]))
 def test_random_combinations_equal_reference(backend, options, **config):
     _check_combination(backend, options, config)
 
@@ -165,18 +170,27 @@ def test_random_combinations_equal_reference_in_triton(options, **config):
     ids=["plain", "every option"],
 )
 @pytest.mark.parametrize("runtime", ["torch's OpenMP", "thread pool"])
+@pytest.mark.parametrize("library", LIBRARIES)
 def test_cpu_kernel_threads_and_blocked_products_equal_reference(
-    options, dtype, runtime, monkeypatch, torch_threads
+    options, dtype, runtime, library, monkeypatch, torch_threads
 ):
     """The cpu kernel's batch split over threads (on torch's OpenMP threads, and on the fallback's
-    thread pool) and its products in row blocks and column panels, forced at small sizes, against
-    the reference: 11 sequences split over 2 threads, each product in blocks of 4 rows and panels
-    of 10 columns (W_hh: 3 x 20)."""
+    thread pool) and its products, against the reference: 11 sequences split over 2 threads; on
+    OpenBLAS each product in row blocks and column panels forced at small sizes (blocks of 4 rows,
+    panels of 10 columns of W_hh: 3 x 20), on MKL float32's W packed once and read by both threads
+    (float64 has no packed product: OpenBLAS)."""
     if runtime == "thread pool":
         monkeypatch.setattr(pool, "_openmp", lambda: None)
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "SMALL_PRODUCT", 200)
-    assert cpu._blocked(torch.zeros(20, 3), np.zeros(0, np.float64), transpose=True)[0].shape == (2, 3, 10)
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", library == "mkl")
+    panels, _, packed = cpu._blocked(
+        torch.zeros(20, 3, dtype=dtype), torch.zeros(0, dtype=dtype).numpy(), 11, True
+    )
+    if library == "mkl" and dtype == torch.float32:
+        assert panels.size == 0 and packed.size > 0
+    else:
+        assert panels.shape == (2, 3, 10) and packed.size == 0
     splits = []
     monkeypatch.setattr(cpu, "_parts", lambda *a, parts=cpu._parts: splits.append(parts(*a)) or splits[-1])
     torch_threads(2)

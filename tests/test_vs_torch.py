@@ -10,6 +10,7 @@ from torch import nn
 import lstmkit
 
 from ._compare import Case, compare
+from ._products import expand, selected
 
 LSTM_BACKENDS = [b for b in lstmkit.functional.available("lstm") if b != "auto"]
 RNN_BACKENDS = [b for b in lstmkit.functional.available("rnn") if b != "auto"]
@@ -49,10 +50,11 @@ def _pair(case: Case, backend: str, seed: int):
     return cls.from_torch(reference, backend=backend), reference
 
 
-@pytest.mark.parametrize("backend", LSTM_BACKENDS)
+@pytest.mark.parametrize("backend", expand(LSTM_BACKENDS))
 @given(case=cases("LSTM"), seed=st.integers(0, 2**16))
 def test_lstm_equals_torch(backend, case, seed):
-    compare(case, *_pair(case, backend, seed), seed=seed)
+    with selected(backend) as backend:
+        compare(case, *_pair(case, backend, seed), seed=seed)
 
 
 @pytest.mark.parametrize("backend", RNN_BACKENDS)
@@ -62,13 +64,12 @@ def test_rnn_equals_torch(backend, case, seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("backend", LSTM_BACKENDS)
+@pytest.mark.parametrize("backend", expand(LSTM_BACKENDS))
 def test_larger_lstm_equals_torch(backend, dtype):
     """Sizes where the gate blocks are wide and sequences long enough for errors to build up."""
     case = Case(
         input_size=16, hidden_size=32, num_layers=2, bidirectional=True, steps=30, batch=8, dtype=dtype
     )
-    compare(case, *_pair(case, backend, 1), seed=1)
     packed = Case(
         input_size=16,
         hidden_size=32,
@@ -78,7 +79,9 @@ def test_larger_lstm_equals_torch(backend, dtype):
         lengths=(30, 7, 19, 1, 30),
         dtype=dtype,
     )
-    compare(packed, *_pair(packed, backend, 2), seed=2)
+    with selected(backend) as backend:
+        compare(case, *_pair(case, backend, 1), seed=1)
+        compare(packed, *_pair(packed, backend, 2), seed=2)
 
 
 def test_lengths_keyword_equals_packing():

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 import torch
 
 from .. import __version__, functional
+from ..kernels import cpu
 from ._common import console, friendly
 
 NAME = "env"
@@ -32,6 +33,8 @@ def command() -> None:
         "cuda available": torch.cuda.is_available(),
         "LSTM backends": ", ".join(functional.available("lstm")),
         "RNN backends": ", ".join(functional.available("rnn")),
+        # what the compiled kernel's float32 speed depends on most (README, backend "cpu")
+        "cpu products": "MKL (packed gemm)" if cpu.MKL_PRODUCTS else "OpenBLAS",
         "onnx (export)": _version("onnx"),
         "DDP (gloo)": torch.distributed.is_available() and torch.distributed.is_gloo_available(),
     }

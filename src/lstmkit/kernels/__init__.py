@@ -15,7 +15,8 @@ lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
 - ``contract``: the weights, options and masks every LSTM kernel takes;
 - ``rows``: index arithmetic on packed rows;
 - ``lstm_function``: the LSTM autograd Function, whose two recurrences a backend supplies;
-- ``matmul``: the whole-sequence products, on oneDNN where torch has it;
+- ``matmul``: the whole-sequence products, on oneDNN where torch has it and MKL is slower;
+- ``mkl``: torch's MKL, where it is the faster BLAS (Intel processors), and its packed gemm;
 - ``pool``: independent parts of a kernel call, run on torch's own OpenMP threads;
 - ``masks``: the variant options' random masks, a counter hash seeded from torch's generator;
 - ``torch_ops``: backend "torch" (the recurrences as PyTorch calls; the plain RNN);

@@ -128,6 +128,7 @@ class TritonLoops:
     """The LSTM recurrences as one Triton kernel launch each (see ``lstm_function.Loops``)."""
 
     SUMS_GAINS = False
+    ADDS_BIAS = False
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,

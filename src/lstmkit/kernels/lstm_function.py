@@ -52,7 +52,7 @@ def gather_previous(states: Tensor, initial: Tensor, previous: Previous) -> Tens
 class Workspace(NamedTuple):
     """What the forward recurrence writes and the backward one reads; None where an option is off."""
 
-    gates: Tensor  # (N, 4H): in, the input side's pre-activations with biases; out, the activations
+    gates: Tensor  # (N, 4H): in, the input side's pre-activations (with biases unless the loops add them); out, the activations
     cell_new: Tensor  # (N, H): c'_t, before zoneout
     cells: Tensor  # (N, H): the carried c_t (cell_new itself without zoneout of c)
     out: Tensor  # (N, P): the carried h_t, the layer's output
@@ -85,9 +85,15 @@ class Loops(Protocol):
     here afterwards, from ``gs.d_squashed``: three more passes over (N, 4H) and (N, H) arrays
     that have left the cache by then (0.2-0.8 ms of a 19-20 ms training step at (100, 32, 128),
     measured old against new).
+
+    With ``ADDS_BIAS`` true, forward gets ``ws.gates`` without the biases and adds b_ih + b_hh to
+    each row as it reads it; else they are added here, in the input projection's product or
+    after layer norm: one more pass over (N, 4H) (on MKL, (3200 x 128) @ (128 x 512) took 1.97 ms
+    with its bias, 1.67 ms without).
     """
 
     SUMS_GAINS: bool
+    ADDS_BIAS: bool
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
@@ -131,7 +137,7 @@ def _forward(
 ) -> tuple[Workspace, Tensor, Tensor, tuple[Tensor | None, Tensor | None, Tensor | None]]:  # fmt: skip
     """The forward pass: (workspace, h_n, c_n, (input side before layer norm, its mean, 1/σ))."""
     ih_input = ih_mean = ih_rstd = None
-    bias = None if w.b_ih is None else w.b_ih + w.b_hh
+    bias = None if w.b_ih is None or loops.ADDS_BIAS else w.b_ih + w.b_hh
     if w.layer_norm_ih is None:
         pre = linear(x, w.w_ih, bias)  # (N, 4H): the input side of every step at once
     else:  # one fused pass; its backward is aten's too

@@ -1,4 +1,4 @@
-"""The whole-sequence matrix products of a layer, on oneDNN where torch has it.
+"""The whole-sequence matrix products of a layer, on oneDNN where torch has it and MKL is slower.
 
 A layer's input projection, its input gradient and its weight gradients are one large product
 each over all N rows. torch multiplies float32 matrices on MKL, which on the AMD machines here runs
@@ -8,6 +8,8 @@ MKL, 7.0 ms on oneDNN; the weight gradient's (1024 x 6400) @ (6400 x 256) 16.4 m
 torch reaches oneDNN's product for dense float32 tensors through its ``mkldnn::_linear_pointwise``
 operator (the one TorchInductor's CPU code calls); where that operator is missing or fails a
 first check against ``torch.matmul``, and for other dtypes or devices, ``torch.matmul`` runs.
+On Intel processors, where MKL takes its AVX-512 code, ``torch.matmul`` runs always: it was the
+faster there or as fast (``mkl``).
 
 Shapes: x (N, K), weight (M, K), d (N, M).
 """
@@ -18,6 +20,8 @@ import functools
 
 import torch
 from torch import Tensor
+
+from . import mkl
 
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -44,12 +48,15 @@ def _onednn_available() -> bool:
 # (1.3e6: 25 µs on MKL, 40 on oneDNN; 1e7: 124 against 104 µs), so it starts higher.
 MIN_ONEDNN_WORK = 2**20
 MIN_ONEDNN_GRADIENT_WORK = 2**22
+# On Intel processors torch's own matmul (MKL) was the faster (``mkl``): oneDNN is for the others.
+ONEDNN_PRODUCTS = not mkl.preferred()
 
 
 def _on_onednn(x: Tensor, weight: Tensor, least: int) -> bool:
     """Whether x @ weight.T runs on oneDNN: float32 CPU tensors, ``least`` multiply-adds or more."""
     return (
-        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
+        ONEDNN_PRODUCTS
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
         and x.shape[0] * x.shape[1] * weight.shape[0] >= least
         and _onednn_available()
     )

@@ -38,6 +38,7 @@ class TorchLoops:
     """The LSTM recurrences as PyTorch calls (see ``lstm_function.Loops``)."""
 
     SUMS_GAINS = False
+    ADDS_BIAS = False
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,

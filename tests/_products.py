@@ -1,0 +1,34 @@
+"""The cpu backend's two product libraries as test parameters: "cpu[openblas]" and "cpu[mkl]".
+
+Backend "cpu" multiplies its per-step float32 products on MKL's packed gemm on Intel processors
+and on OpenBLAS elsewhere (``kernels.cpu.MKL_PRODUCTS``); the tests run both on every machine
+whose torch exports MKL's, whichever the machine would pick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from lstmkit.kernels import cpu, mkl
+
+LIBRARIES = ["openblas", *(["mkl"] if cpu.available() and mkl.available() else [])]
+
+
+def expand(backends: list[str]) -> list[str]:
+    """``backends`` with "cpu" replaced by one name per product library."""
+    return [name for b in backends for name in ([f"cpu[{lib}]" for lib in LIBRARIES] if b == "cpu" else [b])]
+
+
+@contextlib.contextmanager
+def selected(name: str) -> Iterator[str]:
+    """Within the block, the product library that ``name`` asks for; yields the backend's name."""
+    if not name.startswith("cpu["):
+        yield name
+        return
+    before = cpu.MKL_PRODUCTS
+    cpu.MKL_PRODUCTS = name == "cpu[mkl]"
+    try:
+        yield "cpu"
+    finally:
+        cpu.MKL_PRODUCTS = before
