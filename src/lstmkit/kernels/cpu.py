@@ -210,6 +210,22 @@ if numba is not None:
         return types.float64(bits), codegen
 
     @intrinsic
+    def _wide_vectors(typingctx):
+        """Mark the calling function ``"prefer-vector-width"="512"``, as clang's
+        ``-mprefer-vector-width=512`` does: LLVM's tuning for Intel's AVX-512 processors prefers
+        256-bit vectors, so the gate loops ran on half the width they have (the gates of a
+        recurrence's step 40% faster with 512: 0.71-0.79 against 1.27-1.38 ms at (100, 16, 128),
+        the recurrence with its products 16%, medians of six runs each). No effect without
+        AVX-512. llvmlite admits only the attributes it lists, hence the set's own ``add``."""
+
+        def codegen(context, builder, signature, args):
+            attributes = builder.function.attributes
+            set.add(attributes, '"prefer-vector-width"="512"')
+            return context.get_dummy_value()
+
+        return types.void(), codegen
+
+    @intrinsic
     def _borrowed(typingctx, array):
         """``array`` without its reference count (a null NRT meminfo). The loops take views of
         rows at every step, and each view of a counted array costs an atomic increment and
@@ -453,6 +469,7 @@ def _forward(
     recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, first, last, reverse,
     coupled, clip,
 ):  # fmt: skip
+    _wide_vectors()
     # every array whose rows the loops view, borrowed (``_borrowed``)
     gates, cell_new, cells, out = _borrowed(gates), _borrowed(cell_new), _borrowed(cells), _borrowed(out)
     unprojected, hh_hat, cell_hat = _borrowed(unprojected), _borrowed(hh_hat), _borrowed(cell_hat)
@@ -564,6 +581,7 @@ def _backward(
     recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, first, last, gains,
     reverse, coupled, clip,
 ):  # fmt: skip
+    _wide_vectors()
     # every array whose rows the loops view, borrowed (``_borrowed``)
     gates, cell_new, hh_hat, cell_hat = (
         _borrowed(gates),
