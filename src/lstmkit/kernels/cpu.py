@@ -4,7 +4,8 @@
 the parameter gradients as whole-sequence matrix products in PyTorch). Inside one call per
 direction and pass, every step runs the recurrent matrix product on BLAS (Numba's ``np.dot``,
 SciPy's OpenBLAS, in the blocks of ``_blocked`` that take its small-matrix path; for float32 on
-Intel processors MKL's gemm from a W packed once per call, ``mkl``) and the gate arithmetic of every variant of ``contract`` fused, unit by unit, with no Python between steps.
+Intel processors MKL's gemm from a W packed once per call, ``mkl``) and the gate arithmetic of
+every variant of ``contract`` fused, unit by unit, with no Python between steps.
 Calls with enough work split the batch into ranges of sequences that run on torch's own threads
 (``_parts``, ``pool.run``). It computes the formulas of docs/variants.md in the order of
 ``torch_ops.TorchLoops``; both are tested against ``reference_variants``.
@@ -583,19 +584,10 @@ def _backward(
 ):  # fmt: skip
     _wide_vectors()
     # every array whose rows the loops view, borrowed (``_borrowed``)
-    gates, cell_new, hh_hat, cell_hat = (
-        _borrowed(gates),
-        _borrowed(cell_new),
-        _borrowed(hh_hat),
-        _borrowed(cell_hat),
-    )
-    gate_inside, cell_prev, dh, dc = (
-        _borrowed(gate_inside),
-        _borrowed(cell_prev),
-        _borrowed(dh),
-        _borrowed(dc),
-    )
-    d_gates, d_recurrent, d_projected = _borrowed(d_gates), _borrowed(d_recurrent), _borrowed(d_projected)
+    gates, cell_new, hh_hat = _borrowed(gates), _borrowed(cell_new), _borrowed(hh_hat)
+    cell_hat, gate_inside, cell_prev = _borrowed(cell_hat), _borrowed(gate_inside), _borrowed(cell_prev)
+    dh, dc, d_gates = _borrowed(dh), _borrowed(dc), _borrowed(d_gates)
+    d_recurrent, d_projected = _borrowed(d_recurrent), _borrowed(d_projected)
     keep_c, keep_h = _borrowed(keep_c), _borrowed(keep_h)
     steps = batch_sizes.shape[0]
     size = dc.shape[1]
