@@ -719,10 +719,16 @@ def _backward(
     _keep_alive(owners)
 
 
+@functools.cache
+def _empty(dtype: np.dtype, dims: int) -> np.ndarray:
+    """The size-0 array that stands for an absent one, made once (a call passes a dozen)."""
+    return np.empty((0,) * dims, dtype=dtype)
+
+
 def _array(tensor: Tensor | None, like: np.ndarray, dims: int) -> np.ndarray:
     """A tensor as a contiguous NumPy array; None as an empty one of the same dtype."""
     if tensor is None:
-        return np.empty((0,) * dims, dtype=like.dtype)
+        return _empty(like.dtype, dims)
     return tensor.detach().contiguous().numpy()
 
 
@@ -751,7 +757,7 @@ def _blocked(
     packed (and empty panels); else no packed W and n halved from N until 8 rows fit a small
     product, with as many rows as fit (a multiple of 4, at most 16), W whole if no 4 rows fit.
     None: empty arrays."""
-    no_panels, not_packed = np.empty((0, 0, 0), dtype=like.dtype), np.empty(0, dtype=like.dtype)
+    no_panels, not_packed = _empty(like.dtype, 3), _empty(like.dtype, 1)
     if weight is None:
         return no_panels, 1, not_packed
     matrix = weight.detach().numpy()
@@ -769,7 +775,7 @@ def _blocked(
 
 def _flags(tensor: Tensor | None) -> np.ndarray:
     """The clipping flags as a boolean array; an empty one without clipping."""
-    return np.empty((0, 0), dtype=np.bool_) if tensor is None else tensor.numpy()
+    return _empty(np.dtype(np.bool_), 2) if tensor is None else tensor.numpy()
 
 
 def _keep(mask: Tensor | None, like: np.ndarray) -> tuple[np.ndarray, np.generic]:
