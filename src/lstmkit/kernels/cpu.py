@@ -216,8 +216,9 @@ if numba is not None:
         ``-mprefer-vector-width=512`` does: LLVM's tuning for Intel's AVX-512 processors prefers
         256-bit vectors, so the gate loops ran on half the width they have (the gates of a
         recurrence's step 40% faster with 512: 0.71-0.79 against 1.27-1.38 ms at (100, 16, 128),
-        the recurrence with its products 16%, medians of six runs each). No effect without
-        AVX-512. llvmlite admits only the attributes it lists, hence the set's own ``add``."""
+        the recurrence with its products 16%, medians of six runs each). LLVM's tunings for AMD's
+        znver4 and znver5 already prefer 512 bits, and without AVX-512 there is none: no change
+        there. llvmlite admits only the attributes it lists, hence the set's own ``add``."""
 
         def codegen(context, builder, signature, args):
             attributes = builder.function.attributes
