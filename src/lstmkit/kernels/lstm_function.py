@@ -1,11 +1,11 @@
 """The LSTM layer's autograd Function, shared by the backends that differ only in their loops.
 
-Forward computes the input side of all steps at once (one matrix product, layer norm, biases),
-allocates the workspace, and hands the recurrence to a backend's ``Loops.forward``. Backward
-hands the reverse recurrence to ``Loops.backward``, which fills the per-row gradients of the
-gate pre-activations; every parameter gradient and the input gradient are then one product or
-sum over all rows here (the products in ``matmul``, on oneDNN where torch has it). Formulas in
-docs/variants.md; layout in ``lstmkit.kernels``.
+Forward computes the input side of all steps at once (one matrix product, layer norm, biases
+unless the loops add them), allocates the workspace, and hands the recurrence to a backend's
+``Loops.forward``. Backward hands the reverse recurrence to ``Loops.backward``, which fills the
+per-row gradients of the gate pre-activations; every parameter gradient and the input gradient
+are then one product or sum over all rows here (the products in ``matmul``, on oneDNN or MKL,
+whichever was the faster). Formulas in docs/variants.md; layout in ``lstmkit.kernels``.
 
 Shapes: N rows, B sequences, I inputs, H cell size, P hidden size; gates along 4H as (i, f, g, o).
 """
@@ -52,7 +52,7 @@ def gather_previous(states: Tensor, initial: Tensor, previous: Previous) -> Tens
 class Workspace(NamedTuple):
     """What the forward recurrence writes and the backward one reads; None where an option is off."""
 
-    gates: Tensor  # (N, 4H): in, the input side's pre-activations (with biases unless the loops add them); out, the activations
+    gates: Tensor  # (N, 4H): in, the input side's pre-activations (biases too, unless ADDS_BIAS); out, the activations
     cell_new: Tensor  # (N, H): c'_t, before zoneout
     cells: Tensor  # (N, H): the carried c_t (cell_new itself without zoneout of c)
     out: Tensor  # (N, P): the carried h_t, the layer's output
