@@ -9,7 +9,8 @@ and every step computes with it.
 MKL runs its AVX-512 code on Intel processors only; on others it takes its AVX2 code, and oneDNN
 (the whole-sequence products, ``matmul``) and OpenBLAS (the compiled kernel's per-step products,
 ``cpu``) were measured faster there, at 2-2.3x MKL's rate on the AMD machines of this project.
-On an Intel Xeon (Sapphire Rapids family, 2 cores), one core, float32, MKL was the faster:
+On an Intel Xeon (family 6 model 207, LLVM's `emeraldrapids`; 2 cores), one core, float32, MKL was
+the faster:
 
 - a recurrence's step from packed W: (16 x 128) @ (128 x 512) 142 GFLOP/s, (32 x 256) @ (256 x
   1024) 168, against 76-100 and 72-100 for OpenBLAS's small-matrix path in its best row blocks
@@ -18,10 +19,10 @@ On an Intel Xeon (Sapphire Rapids family, 2 cores), one core, float32, MKL was t
 - the input projection (3200 x 128) @ (128 x 512) on 2 cores: 1.82 ms against oneDNN's 2.21 ms,
   the weight gradient 2.35 against 2.95 ms (``matmul``).
 
-Packing (K x N) = (128 x 512) costs 15 µs, (256 x 1024) 66 µs. MKL has no packed dgemm in this
-build, so float64 stays on OpenBLAS. The compiled kernel gets the functions' addresses, not
-ctypes functions: Numba cannot cache code that holds a ctypes function (its address differs
-from process to process).
+Packing (K x N) = (128 x 512) costs 15 µs, (256 x 1024) 66 µs, and 80-90 µs where W has left the
+caches. MKL has no packed dgemm in this build, so float64 stays on OpenBLAS. The compiled kernel
+gets the functions' addresses, not ctypes functions: Numba cannot cache code that holds a ctypes
+function (its address differs from process to process).
 """
 
 from __future__ import annotations
