@@ -8,6 +8,7 @@ packed-row layout of ``lstmkit.kernels``, and dispatch to ``lstmkit.functional``
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -135,13 +136,19 @@ class _TorchLike(nn.Module):
         tensor attribute (AWD-LSTM's weight drop deletes the parameter and sets one)."""
         parameters, buffers, attributes, cls = self._parameters, self._buffers, self.__dict__, type(self)
         weights = []
-        for field in fields:
-            name = PARAMETER_STEMS[field] + suffix
+        for name in _parameter_names(suffix, tuple(fields)):
             value = parameters.get(name)
             if value is None and (name in buffers or name in attributes or hasattr(cls, name)):
                 value = getattr(self, name)
             weights.append(value)
         return tuple(weights)
+
+
+@functools.cache
+def _parameter_names(suffix: str, fields: tuple[str, ...]) -> tuple[str, ...]:
+    """The parameter name of each kernel field for one layer and direction (a string built per
+    field and call cost 1.5 µs of a short call)."""
+    return tuple(PARAMETER_STEMS[field] + suffix for field in fields)
 
 
 class _Recurrent(_TorchLike):
