@@ -82,6 +82,31 @@ def test_intel_processors_multiply_on_mkl(monkeypatch):
     assert matmul._on_onednn(x, weight, 1) == matmul._onednn_available()
 
 
+@pytest.mark.skipif(not cpu.available(), reason="Numba is not installed")
+def test_padded_and_packed_batches_share_one_compiled_forward():
+    """A padded batch's sizes and row offsets are cached per shape and shared by its calls, so
+    read-only; a packed batch's are made read-only too, so the two reach one compiled kernel."""
+    import numba
+
+    import lstmkit
+
+    def float32_signatures() -> set:
+        return {s for s in cpu._forward.signatures if s[2].dtype == numba.float32}
+
+    lstm = lstmkit.LSTM(8, 8, backend="cpu")
+    x = torch.randn(5, 3, 8)
+    with torch.no_grad():
+        padded, _ = lstm(x)
+        after_padded = float32_signatures()
+        lstm(x, lengths=[5, 3, 2])
+        again, _ = lstm(x)
+    assert float32_signatures() == after_padded  # the packed call compiled nothing new
+    assert torch.equal(padded, again)
+    sizes, offsets = cpu._padded_rows(5, 3)
+    assert not sizes.flags.writeable and not offsets.flags.writeable
+    assert sizes.tolist() == [3] * 5 and offsets.tolist() == [0, 3, 6, 9, 12]
+
+
 @functools.cache
 def _packed_product():
     """The kernel's packed product (callable from compiled code only), compiled for Python."""

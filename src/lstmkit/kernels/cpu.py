@@ -786,11 +786,21 @@ def _keep(mask: Tensor | None, like: np.ndarray) -> tuple[np.ndarray, np.generic
     return _array(mask, like, 2), like.dtype.type(0.0)
 
 
+def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The arrays, marked read-only. Batch sizes and row offsets always reach the kernels so,
+    cached (``_padded_rows``) or made for one call, and both kinds share one compiled signature."""
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
+
+
 @functools.lru_cache(maxsize=64)
-def _padded_rows(steps: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(batch sizes (T,), row offsets (T,)) of a padded batch, made once per shape (the kernels
-    only read them)."""
-    return np.full(steps, batch, dtype=np.int64), np.arange(0, steps * batch, batch, dtype=np.int64)
+def _padded_rows(steps: int, batch: int) -> tuple[np.ndarray, ...]:
+    """(batch sizes (T,), row offsets (T,)) of a padded batch, made once per shape and shared by
+    every call of it, so read-only."""
+    return _read_only(
+        np.full(steps, batch, dtype=np.int64), np.arange(0, steps * batch, batch, dtype=np.int64)
+    )
 
 
 def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, options: LSTMOptions) -> tuple:
@@ -811,8 +821,8 @@ def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, opt
     if batch_sizes[-1] == batch:
         sizes, offsets = _padded_rows(steps, batch)
     else:
-        sizes = np.asarray(batch_sizes, dtype=np.int64)
-        offsets = np.cumsum(sizes) - sizes
+        sizes = np.array(batch_sizes, dtype=np.int64)
+        sizes, offsets = _read_only(sizes, np.cumsum(sizes) - sizes)
     clip = like.dtype.type(math.inf if options.clip is None else options.clip)
     return (
         *(_array(v, like, 1) for v in vectors),
