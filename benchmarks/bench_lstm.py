@@ -13,6 +13,7 @@ rows, then markdown tables for BENCHMARKS.md.
     python benchmarks/bench_lstm.py --quick         # tiny smoke run
     python benchmarks/bench_lstm.py --device cuda   # on a GPU: backends auto, triton, torch, and
                                                     # flashrnn's anchor (T=1024, B=16, H=768) too
+    python benchmarks/bench_lstm.py --step-products mkl  # the kernel's steps on MKL on any x86-64
 """
 
 from __future__ import annotations
@@ -169,6 +170,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny cases, for a smoke test")
     parser.add_argument(
+        "--step-products",
+        default="auto",
+        choices=["auto", "mkl", "openblas"],
+        help="the library of the compiled kernel's float32 per-step products (default: the machine's "
+        "choice, MKL's packed gemm on Intel processors, else OpenBLAS); to measure the other one",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=None,
@@ -176,6 +184,12 @@ def main() -> None:
         "seed repeats the same orders in every run, and with them the same after-effects on a column)",
     )
     args = parser.parse_args()
+    if args.step_products != "auto":
+        from lstmkit.kernels import cpu, mkl
+
+        if args.step_products == "mkl" and not mkl.available():
+            parser.error("--step-products mkl: this torch build exports no MKL packed gemm")
+        cpu.MKL_PRODUCTS = args.step_products == "mkl"
     if args.threads:
         torch.set_num_threads(args.threads)
     # one allocator policy for every implementation: without it, whether a step faults its

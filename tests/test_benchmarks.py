@@ -4,6 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from lstmkit.kernels import mkl
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lstm.py"
 
 
@@ -19,6 +23,19 @@ def test_bench_quick_runs_and_prints_a_table():
     assert len(rows) == (2 * 2 + 1) * 3  # (2 shapes x 2 modes + 1 variant) x (nn.LSTM + 2 backends)
     assert any(line.startswith("| case (T,B,I=H)") for line in lines)
     assert any(line.startswith("| training (100,32,128), option") for line in lines)
+
+
+@pytest.mark.parametrize("library, named", [("openblas", "OpenBLAS"), ("mkl", "MKL's packed gemm")])
+def test_bench_runs_the_kernel_on_the_library_asked_for(library, named):
+    if library == "mkl" and not mkl.available():
+        pytest.skip("torch exports no MKL packed gemm here")
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--rounds", "1", "--backends", "cpu", "--step-products", library],
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    assert f"float32 step products: {named};" in result.stdout
 
 
 def test_bench_memory_runs_in_fresh_processes():
