@@ -787,8 +787,8 @@ def _keep(mask: Tensor | None, like: np.ndarray) -> tuple[np.ndarray, np.generic
 
 
 def _read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The arrays, marked read-only. Batch sizes and row offsets always reach the kernels so,
-    cached (``_padded_rows``) or made for one call, and both kinds share one compiled signature."""
+    """The arrays, marked read-only. Batch sizes and row offsets reach the kernels read-only
+    whether cached (``_padded_rows``) or made for one call, so both share one compiled signature."""
     for array in arrays:
         array.flags.writeable = False
     return arrays
