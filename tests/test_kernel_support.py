@@ -146,35 +146,35 @@ def runtime(request, monkeypatch):
     return request.param
 
 
-def test_run_calls_every_part_once_on_as_many_threads(runtime):
+def test_run_calls_every_call_once_on_as_many_threads(runtime):
     calls = []
-    barrier = threading.Barrier(3, timeout=10)  # every part must run at once, each on its own thread
-
-    def kernel(tag, first, last, scale):
-        calls.append((tag, first, last, scale, threading.get_ident()))
-        barrier.wait()
-
-    pool.run(kernel, ("k",), [(0, 2), (2, 5), (5, 6)], (1.5,))
-    assert sorted(call[:4] for call in calls) == [("k", 0, 2, 1.5), ("k", 2, 5, 1.5), ("k", 5, 6, 1.5)]
-    assert len({call[4] for call in calls}) == 3
-
-
-def test_run_reraises_an_error_after_every_part_ended(runtime):
-    finished = []
+    barrier = threading.Barrier(3, timeout=10)  # every call must run at once, each on its own thread
 
     def kernel(first, last):
+        calls.append((first, last, threading.get_ident()))
+        barrier.wait()
+
+    pool.run([functools.partial(kernel, *part) for part in [(0, 2), (2, 5), (5, 6)]])
+    assert sorted(call[:2] for call in calls) == [(0, 2), (2, 5), (5, 6)]
+    assert len({call[2] for call in calls}) == 3
+
+
+def test_run_reraises_an_error_after_every_call_ended(runtime):
+    finished = []
+
+    def kernel(first):
         if first == 1:
-            raise ValueError("part 1 failed")
+            raise ValueError("call 1 failed")
         finished.append(first)
 
-    with pytest.raises(ValueError, match="part 1 failed"):
-        pool.run(kernel, (), [(0, 1), (1, 2), (2, 3)], ())
+    with pytest.raises(ValueError, match="call 1 failed"):
+        pool.run([functools.partial(kernel, first) for first in range(3)])
     assert sorted(finished) == [0, 2]
 
 
-def test_run_with_one_part_calls_on_this_thread():
+def test_run_with_one_call_calls_on_this_thread():
     here = []
-    pool.run(lambda first, last: here.append(threading.get_ident()), (), [(0, 4)], ())
+    pool.run([lambda: here.append(threading.get_ident())])
     assert here == [threading.get_ident()]
 
 

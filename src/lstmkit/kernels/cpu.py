@@ -7,7 +7,8 @@ SciPy's OpenBLAS, in the blocks of ``_blocked`` that take its small-matrix path;
 Intel processors MKL's gemm from a W packed once per call, ``mkl``) and the gate arithmetic of
 every variant of ``contract`` fused, unit by unit, with no Python between steps.
 Calls with enough work split the batch into ranges of sequences that run on torch's own threads
-(``_parts``, ``pool.run``). It computes the formulas of docs/variants.md in the order of
+(``_parts``, ``pool.run``); a long call whose recurrence runs on one thread computes the input side
+itself instead, in ranges of steps shared with a second thread (``_project``). It computes the formulas of docs/variants.md in the order of
 ``torch_ops.TorchLoops``; both are tested against ``reference_variants``.
 
 Compiled code is cached on disk (``cache=True``); it depends on dtype (float32 or float64), never
@@ -22,7 +23,7 @@ import contextlib
 import functools
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -104,7 +105,7 @@ def _blas_threads(like: np.ndarray) -> contextlib.AbstractContextManager:
 MIN_THREAD_WORK = 2**24
 
 
-def _parts(batch_sizes: np.ndarray, step_work: int) -> list[tuple[int, int]]:
+def _parts(batch_sizes: Sequence[int], step_work: int) -> list[tuple[int, int]]:
     """The batch split into contiguous ranges of sequences [first, last) with about equal work,
     one per thread: at most torch's thread count, each with ``MIN_THREAD_WORK`` or more.
 
@@ -115,6 +116,7 @@ def _parts(batch_sizes: np.ndarray, step_work: int) -> list[tuple[int, int]]:
     threads = torch.get_num_threads()
     if threads < 2 or batch < 2 or len(batch_sizes) * batch * step_work < 2 * MIN_THREAD_WORK:
         return [(0, batch)]  # without the searches below, which cost more than a short call (5 µs)
+    batch_sizes = np.asarray(batch_sizes)
     lengths = np.searchsorted(-batch_sizes, -np.arange(batch), side="left")  # (B,) steps each
     work = np.cumsum(lengths) * step_work
     threads = min(threads, batch, int(work[-1]) // MIN_THREAD_WORK)
@@ -305,6 +307,52 @@ if numba is not None:
         )
         return (types.void(address, a, packed, out), codegen) if valid else None
 
+    def _flag(context, builder, signature, args):
+        """The address of flags[index] for an intrinsic's (flags, index, ...) arguments."""
+        flags = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.gep(flags.data, [context.cast(builder, args[1], signature.args[1], types.intp)])
+
+    def _flags_and_index(flags, index):
+        return (
+            isinstance(flags, types.Array) and flags.dtype == types.int64 and flags.ndim == 1
+        ) and isinstance(index, types.Integer)
+
+    @intrinsic
+    def _load_acquire(typingctx, flags, index):
+        """flags[index], read with acquire order: what another thread wrote before it stored the
+        value (``_store_release``) is visible after; never hoisted out of a waiting loop."""
+
+        def codegen(context, builder, signature, args):
+            return builder.load_atomic(_flag(context, builder, signature, args), ordering="acquire", align=8)
+
+        return (types.int64(flags, index), codegen) if _flags_and_index(flags, index) else None
+
+    @intrinsic
+    def _store_release(typingctx, flags, index, value):
+        """flags[index] = value, with release order (``_load_acquire``)."""
+
+        def codegen(context, builder, signature, args):
+            number = context.cast(builder, args[2], signature.args[2], types.int64)
+            builder.store_atomic(
+                number, _flag(context, builder, signature, args), ordering="release", align=8
+            )
+            return context.get_dummy_value()
+
+        valid = _flags_and_index(flags, index) and isinstance(value, types.Integer)
+        return (types.void(flags, index, value), codegen) if valid else None
+
+    @intrinsic
+    def _fetch_add(typingctx, flags, index):
+        """flags[index] += 1 in one atomic step; returns the value before."""
+
+        def codegen(context, builder, signature, args):
+            one = ir.Constant(ir.IntType(64), 1)
+            return builder.atomic_rmw(
+                "add", _flag(context, builder, signature, args), one, ordering="acq_rel"
+            )
+
+        return (types.int64(flags, index), codegen) if _flags_and_index(flags, index) else None
+
     @_jit
     def _exp(x, k):
         """e^x in float64."""
@@ -461,6 +509,56 @@ def _mix(keep, old, new, result, k):
         result[j] = keep[j] * old[j] + (k[ONE] - keep[j]) * new[j]
 
 
+# --- the input side beside the recurrence ----------------------------------------------------
+# A recurrence that runs on one thread (``_parts``) leaves the other cores idle, while the input
+# side before it (W_ih x of every row, one large product) makes it wait: 0.5 of a 3.5 ms call at
+# (T, B, H) = (1000, 1, 128). With ``NumbaLoops.projects_input`` the product is cut into ranges of
+# steps in the order the recurrence visits them, short first (``_ranges``), and shared out: a
+# helper thread (``_project``) takes the next range not yet taken while the recurrence runs, and
+# the recurrence takes one itself whenever it reaches a range nobody has taken. It never waits on
+# a thread that has not started, so it runs even where the runtime gives it no second thread; the
+# results are the same whoever computes a range. ``claims`` = (ranges taken, then one flag per
+# range: 0 pending, 1 done, -1 given up because the helper failed).
+
+
+@_jit
+def _project_range(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, r):
+    """gates = x @ W_ih.T on the rows of range ``r`` (steps bounds[r] to bounds[r + 1] in visiting
+    order); ``w_ih_t`` = ``_blocked(W_ih.T)``."""
+    steps = batch_sizes.shape[0]
+    low, high = (steps - bounds[r + 1], steps - bounds[r]) if reverse else (bounds[r], bounds[r + 1])
+    rows = slice(offsets[low], offsets[high - 1] + batch_sizes[high - 1])
+    _product(x[rows], w_ih_t, gates[rows], mkl_addresses)
+    _store_release(claims, 1 + r, 1)
+
+
+@_jit
+def _project(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse):
+    """The helper: every range not yet taken, in order."""
+    threads = _one_mkl_thread(mkl_addresses)
+    r = _fetch_add(claims, 0)
+    while r < bounds.shape[0] - 1:
+        _project_range(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, r)
+        r = _fetch_add(claims, 0)
+    _restore_mkl_threads(mkl_addresses, threads)
+
+
+@_jit
+def _input_ready(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, r):
+    """Return once range ``r`` is done, computing ranges nobody has taken meanwhile; False if the
+    helper gave up."""
+    while True:
+        state = _load_acquire(claims, 1 + r)
+        if state != 0:
+            return state > 0
+        if _load_acquire(claims, 0) <= r:
+            taken = _fetch_add(claims, 0)
+            if taken < bounds.shape[0] - 1:
+                _project_range(
+                    mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, taken
+                )
+
+
 # --- the recurrences --------------------------------------------------------------------------
 
 
@@ -468,8 +566,8 @@ def _mix(keep, old, new, result, k):
 def _forward(
     k, mkl_addresses, gates, bias, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat,
     cell_rstd, gate_inside, hidden, cell, w_hh_t, w_hr_t, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
-    recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, first, last, reverse,
-    coupled, clip,
+    recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, x, w_ih_t, bounds,
+    claims, first, last, reverse, coupled, clip,
 ):  # fmt: skip
     _wide_vectors()
     # every array whose rows the loops view, borrowed (``_borrowed``)
@@ -494,7 +592,14 @@ def _forward(
     h_in, z, h_new = _borrowed(owners[0]), _borrowed(owners[1]), _borrowed(owners[2])  # z: W_hh h
     keep_row_c, keep_row_h = _borrowed(owners[3]), _borrowed(owners[4])
     threads = _one_mkl_thread(mkl_addresses)
+    r = -1  # the range of steps whose input side is in ``gates`` (``_input_ready``)
     for s in range(steps):
+        if s >= bounds[r + 1]:
+            r += 1
+            if not _input_ready(
+                mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, r
+            ):
+                break
         t = steps - 1 - s if reverse else s
         start, stop = offsets[t], min(batch_sizes[t], last)
         if stop <= first:
@@ -849,29 +954,102 @@ def _step_work(w: LSTMWeights) -> int:
     return work if w.w_hr is None else work + w.w_hr.numel()
 
 
+# The least input-side work (multiply-adds of W_ih x over all rows) worth sharing out beside the
+# recurrence (``_project``): the helper costs a parallel region (``pool``), and the ranges the
+# recurrence computes itself are slower than one product on every core. Measured on the 2-core
+# Intel machine, one layer's forward, shared / before (medians of 100-150 interleaved calls):
+# (T, B, H) = (400, 1, 64), 6.6e6, +9%; (1000, 1, 64), 1.6e7, +5%; (100, 4, 128), 2.6e7, +2%;
+# (500, 1, 128), 3.3e7, -5%; (1000, 1, 128), 6.6e7, -7 to -9% (3.65-3.96 ms against 3.99-4.34);
+# (300, 1, 256), 7.9e7, -7%.
+MIN_PROJECT_WORK = 20_000_000
+# The ranges of ``_project`` in rows: the first short, so that the recurrence starts soon, then
+# twice as long each time up to the longest
+FIRST_PROJECT_ROWS = 8
+MOST_PROJECT_ROWS = 256
+# ``_forward``'s ranges and claims when the input side is in ``gates`` before the call: one range,
+# done (never written: the kernel writes a claim only where one is pending)
+_ONE_RANGE = np.array([0, np.iinfo(np.int64).max]), np.ones(2, dtype=np.int64)
+
+
+def _ranges(steps: int, batch: int) -> np.ndarray:
+    """The ranges' bounds in steps of visiting order: 0, ..., steps (``FIRST_PROJECT_ROWS``)."""
+    count, most = (max(1, rows // batch) for rows in (FIRST_PROJECT_ROWS, MOST_PROJECT_ROWS))
+    bounds = [0]
+    while bounds[-1] < steps:
+        bounds.append(min(bounds[-1] + count, steps))
+        count = min(2 * count, most)
+    return np.array(bounds, dtype=np.int64)
+
+
+def _input_side(x: Tensor | None, w_ih: Tensor, like: np.ndarray, batch_sizes: Sequence[int]) -> tuple:
+    """``_forward``'s (x, w_ih_t, bounds, claims): with ``x``, the input side to compute in ranges
+    (``_project``); without, none."""
+    batch = batch_sizes[0]
+    if x is None:
+        return _empty(like.dtype, 2), _blocked(None, like, batch), *_ONE_RANGE
+    bounds = _ranges(len(batch_sizes), batch)
+    longest = int(np.diff(bounds).max()) * batch
+    claims = np.zeros(len(bounds), dtype=np.int64)
+    return _array(x, like, 2), _blocked(w_ih, like, longest, transpose=True), bounds, claims
+
+
+def _helper(arguments: tuple) -> Callable[[], None]:
+    """``_project(*arguments)`` as a call for ``pool.run``; should it fail, every range still
+    pending is given up (-1), so that the recurrence waiting on one stops."""
+
+    def call() -> None:
+        try:
+            _project(*arguments)
+        except BaseException:
+            claims = arguments[5]
+            claims[1:][claims[1:] == 0] = -1
+            raise
+
+    return call
+
+
 class NumbaLoops:
     """The LSTM recurrences as one compiled call each (see ``lstm_function.Loops``)."""
 
     SUMS_GAINS = True
     ADDS_BIAS = True  # in the pass that adds W_hh h, while the row is in cache
 
+    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
+        """When the recurrence runs on one thread of several (``_parts``) and W_ih x is worth
+        a second (``MIN_PROJECT_WORK``): ``_project`` computes it there, step range by step range."""
+        return (
+            x.shape[0] * w.w_ih.numel() >= MIN_PROJECT_WORK
+            and torch.get_num_threads() > 1
+            and len(_parts(batch_sizes, _step_work(w))) == 1
+        )
+
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         hidden, cell = h0.detach().clone().contiguous(), c0.detach().clone().contiguous()
         like = ws.gates.numpy()
         shared, last = _shared(w, masks, like, batch_sizes, options)
         buffers = (ws.unprojected, ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
         batch = c0.shape[0]
+        input_side = _input_side(x, w.w_ih, like, batch_sizes)
         arguments = (
             constants(like.dtype, c0.shape[1]), _mkl_addresses(like), like, _bias(w, like), ws.cell_new.numpy(),
             ws.cells.numpy(), ws.out.numpy(), *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside),
             hidden.numpy(), cell.numpy(), _blocked(w.w_hh, like, batch, transpose=True),
-            _blocked(w.w_hr, like, batch, transpose=True), *shared,
+            _blocked(w.w_hr, like, batch, transpose=True), *shared, *input_side,
         )  # fmt: skip
+        parts = _parts(shared[-1], _step_work(w))
+        calls = [functools.partial(_forward, *arguments, *part, reverse, *last) for part in parts]
+        if x is not None:  # after the recurrence, which never waits on it (``pool.run``)
+            offsets, sizes = shared[-2:]
+            calls.append(
+                _helper(
+                    (_mkl_addresses(like), *input_side[:2], like, *input_side[2:], offsets, sizes, reverse)
+                )
+            )
         with _blas_threads(like):
-            pool.run(_forward, arguments, _parts(shared[-1], _step_work(w)), (reverse, *last))
+            pool.run(calls)
         return hidden, cell
 
     def backward(
@@ -893,10 +1071,12 @@ class NumbaLoops:
         parts = _parts(shared[-1], _step_work(w))
         # each part's own float64 sums of the gains' gradients (no two threads add into one)
         gains = np.zeros((len(parts), 0 if gs.gains is None else gs.gains.shape[0]))
+        calls = [
+            functools.partial(_backward, *arguments, *part, gains[k], reverse, *last)
+            for k, part in enumerate(parts)
+        ]
         with _blas_threads(like):
-            pool.run(
-                _backward, arguments, [(*part, gains[k]) for k, part in enumerate(parts)], (reverse, *last)
-            )
+            pool.run(calls)
         if gs.gains is not None:
             gs.gains.add_(torch.from_numpy(gains.sum(0)))
         return dh, dc

@@ -130,9 +130,12 @@ class TritonLoops:
     SUMS_GAINS = False
     ADDS_BIAS = False
 
+    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
+        return False
+
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: None = None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         batch, size, hidden_size = c0.shape[0], c0.shape[1], h0.shape[1]
         like = ws.gates

@@ -95,11 +95,16 @@ class Loops(Protocol):
     SUMS_GAINS: bool
     ADDS_BIAS: bool
 
+    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
+        """Whether ``forward`` computes the input side W_ih x itself, beside its recurrence (asked
+        only without layer norm, and only of loops that add the biases, ``ADDS_BIAS``)."""
+
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """Fill ``ws``; return the final (h (B, P), c (B, H))."""
+        """Fill ``ws``; return the final (h (B, P), c (B, H)). ``x`` (N, I) is given when
+        ``projects_input`` said so: ``ws.gates`` then arrives unfilled, for x @ W_ih.T."""
 
     def backward(
         self, ws: Workspace, gs: Gradients, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, w: LSTMWeights,
@@ -138,7 +143,10 @@ def _forward(
     """The forward pass: (workspace, h_n, c_n, (input side before layer norm, its mean, 1/σ))."""
     ih_input = ih_mean = ih_rstd = None
     bias = None if w.b_ih is None or loops.ADDS_BIAS else w.b_ih + w.b_hh
-    if w.layer_norm_ih is None:
+    projecting = w.layer_norm_ih is None and loops.ADDS_BIAS and loops.projects_input(x, w, batch_sizes)
+    if projecting:
+        pre = x.new_empty(x.shape[0], w.w_ih.shape[0])
+    elif w.layer_norm_ih is None:
         pre = linear(x, w.w_ih, bias)  # (N, 4H): the input side of every step at once
     else:  # one fused pass; its backward is aten's too
         ih_input = linear(x, w.w_ih)
@@ -148,7 +156,9 @@ def _forward(
         if bias is not None:
             pre += bias
     ws = _workspace(pre, h0, c0, w, masks, options)
-    hidden, cell = loops.forward(ws, h0, c0, w, masks, batch_sizes, reverse, options)
+    hidden, cell = loops.forward(
+        ws, h0, c0, w, masks, batch_sizes, reverse, options, x if projecting else None
+    )
     return ws, hidden, cell, (ih_input, ih_mean, ih_rstd)
 
 

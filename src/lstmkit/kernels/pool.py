@@ -1,4 +1,4 @@
-"""Independent parts of a kernel call, run on torch's own OpenMP threads.
+"""The parts of a kernel call, run at once on torch's own OpenMP threads.
 
 torch's intra-op threads keep spinning for some milliseconds after each parallel operation, so
 threads of our own that start right after one share the cores with them and gain nothing
@@ -64,17 +64,19 @@ def _executor() -> ThreadPoolExecutor:
     return _EXECUTOR[1]
 
 
-def run(kernel: Callable, before: tuple, parts: Sequence[tuple], after: tuple) -> None:
-    """``kernel(*before, *part, *after)`` for every part, in parallel, one thread per part at most;
-    the kernel releases the GIL. Returns when all have finished; re-raises the first error."""
-    if len(parts) == 1:
-        kernel(*before, *parts[0], *after)
+def run(calls: Sequence[Callable[[], None]]) -> None:
+    """Every call, in parallel, one thread per call at most; each releases the GIL in its kernel.
+    Where the runtime gives fewer threads, each takes every n-th call in order, so a call may wait
+    on calls before it in the list, never on later ones. Returns when all have finished;
+    re-raises the first error."""
+    if len(calls) == 1:
+        calls[0]()
         return
     openmp = _openmp()
     if openmp is None:
-        futures = [_executor().submit(kernel, *before, *part, *after) for part in parts[1:]]
+        futures = [_executor().submit(call) for call in calls[1:]]
         try:
-            kernel(*before, *parts[0], *after)
+            calls[0]()
         finally:
             wait(futures)  # never leave a thread writing into buffers the caller may free
         for future in futures:
@@ -83,12 +85,12 @@ def run(kernel: Callable, before: tuple, parts: Sequence[tuple], after: tuple) -
     errors: list[BaseException] = []
 
     def body(_: object) -> None:
-        try:  # the runtime may give fewer threads than asked: each takes every n-th part
-            for part in parts[openmp.thread_num() :: openmp.num_threads()]:
-                kernel(*before, *part, *after)
+        try:
+            for call in calls[openmp.thread_num() :: openmp.num_threads()]:
+                call()
         except BaseException as error:  # an exception cannot cross the C frames
             errors.append(error)
 
-    openmp.parallel(_BODY(body), None, len(parts), 0)
+    openmp.parallel(_BODY(body), None, len(calls), 0)
     if errors:
         raise errors[0]

@@ -40,9 +40,12 @@ class TorchLoops:
     SUMS_GAINS = False
     ADDS_BIAS = False
 
+    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
+        return False
+
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: None = None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         size, clip, layer_norm_on = c0.shape[1], options.clip, w.layer_norm_ih is not None
         hidden, cell = h0.clone(), c0.clone()
