@@ -126,6 +126,7 @@ class _TorchLike(nn.Module):
         for stem, shape in stems.items():
             self.register_parameter(stem + suffix, nn.Parameter(torch.empty(shape, **factory)))
             names.append(stem + suffix)
+        self.__dict__.setdefault("_registered", set()).update(names)  # for ``_weights``
         return names
 
     def _weights(self, suffix: str, fields: Sequence[str]) -> tuple[Tensor | None, ...]:
@@ -133,12 +134,19 @@ class _TorchLike(nn.Module):
         parameter dict: ``getattr`` goes through Module.__getattr__ and, for the options' absent
         parameters, an AttributeError each (about 20 µs a call for an LSTMCell). A weight may also
         be a property of the module's class (torch.nn.utils.parametrize), a buffer, or a plain
-        tensor attribute (AWD-LSTM's weight drop deletes the parameter and sets one)."""
+        tensor attribute (AWD-LSTM's weight drop deletes the parameter and sets one), for names
+        the module registered: the absent options' names are not looked up further (those
+        lookups took 3.5 of the 5.4 µs that a plain LSTM layer's weights took)."""
         parameters, buffers, attributes, cls = self._parameters, self._buffers, self.__dict__, type(self)
+        registered = attributes.get("_registered")  # None in a module pickled before it existed
         weights = []
         for name in _parameter_names(suffix, tuple(fields)):
             value = parameters.get(name)
-            if value is None and (name in buffers or name in attributes or hasattr(cls, name)):
+            if (
+                value is None
+                and (registered is None or name in registered)
+                and (name in buffers or name in attributes or hasattr(cls, name))
+            ):
                 value = getattr(self, name)
             weights.append(value)
         return tuple(weights)
