@@ -1,12 +1,13 @@
-"""Time lstmkit.LSTM against torch.nn.LSTM in the same process.
+"""Time lstmkit.LSTM against torch.nn.LSTM, and lstmkit.RNN against torch.nn.RNN, in the same process.
 
-Two tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (inference:
+Three tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (inference:
 forward under no_grad; training: forward + backward), every lstmkit backend and torch.nn.LSTM
 run the same input with the same weights. Variants: training at (100, 32, 128) with one variant
-option each (docs/variants.md), against plain torch.nn.LSTM at the same size. Calls are
+option each (docs/variants.md), against plain torch.nn.LSTM at the same size. RNN: the plain
+RNN (tanh) at four of the shapes, against torch.nn.RNN. Calls are
 interleaved round by round, in an order shuffled every round (a new seed each run unless --seed), so that machine noise
 and the after-effects of one call on the next hit all alike; the median over rounds is
-reported with its ratio against nn.LSTM. Output: a '#' header (machine, versions, threads), CSV
+reported with its ratio against the torch.nn module. Output: a '#' header (machine, versions, threads), CSV
 rows, then markdown tables for BENCHMARKS.md.
 
     python benchmarks/bench_lstm.py                 # everything, 7 rounds
@@ -43,6 +44,7 @@ class Case:
     options: dict = field(default_factory=dict)  # lstmkit-only variant options
     packed: bool = False  # variable lengths in [T/2, T], as a PackedSequence
     label: str = ""
+    kind: str = "LSTM"  # or "RNN": lstmkit.RNN against torch.nn.RNN
 
     def __str__(self) -> str:
         extra = f", {self.layers} layers" if self.layers > 1 else ""
@@ -73,6 +75,8 @@ VARIANTS = [
 GPU_SHAPES = [*SHAPES, Case(1024, 16, 768, label="(1024,16,768), flashrnn's anchor")]
 QUICK_SHAPES = [Case(10, 4, 16), Case(10, 2, 16, layers=2, bidirectional=True)]
 QUICK_VARIANTS = [Case(10, 4, 16, options=dict(layer_norm=True, zoneout=0.1), label="layer_norm+zoneout")]
+RNN_SHAPES = [Case(c.steps, c.batch, c.hidden, kind="RNN") for c in SHAPES if c.layers == 1]
+QUICK_RNN = [Case(10, 4, 16, kind="RNN")]
 
 
 def runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
@@ -89,9 +93,9 @@ def runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
 
     def run() -> None:
         module.zero_grad(set_to_none=True)
-        out, (h, c) = module(x)
+        out, state = module(x)  # state: (h, c), or h for an RNN
         out = out.data if isinstance(out, torch.nn.utils.rnn.PackedSequence) else out
-        (out.sum() + h.sum() + c.sum()).backward()
+        (out.sum() + sum(s.sum() for s in (state if isinstance(state, tuple) else (state,)))).backward()
         wait()
 
     return run
@@ -100,17 +104,19 @@ def runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
 def measure(
     case: Case, mode: str, backends: list[str], rounds: int, device: str = "cpu", seed: int = 0
 ) -> dict[str, list[float]]:
-    """Times in ms per round: plain nn.LSTM of the case's size, then each lstmkit backend."""
+    """Times in ms per round: the plain torch.nn module of the case's kind and size ("nn.LSTM" or
+    "nn.RNN"), then each lstmkit backend."""
     torch.manual_seed(0)
-    theirs = torch.nn.LSTM(case.hidden, case.hidden, case.layers, bidirectional=case.bidirectional).to(device)
+    torch_class, our_class = getattr(torch.nn, case.kind), getattr(lstmkit, case.kind)
+    theirs = torch_class(case.hidden, case.hidden, case.layers, bidirectional=case.bidirectional).to(device)
     x = torch.randn(case.steps, case.batch, case.hidden, device=device)
-    calls = {"nn.LSTM": runner(theirs, x, mode)}
+    calls = {f"nn.{case.kind}": runner(theirs, x, mode)}
     ours_input = x
     if case.packed:
         lengths = torch.randint(case.steps // 2, case.steps + 1, (case.batch,))
         ours_input = pack_padded_sequence(x, lengths, enforce_sorted=False)  # lengths stay on the CPU
     for backend in backends:
-        ours = lstmkit.LSTM(
+        ours = our_class(
             case.hidden,
             case.hidden,
             case.layers,
@@ -211,14 +217,19 @@ def main() -> None:
     )
     if args.device == "cpu":
         print(f"# {kernel_libraries()}")
-    print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_nn_lstm")
-    tables: dict[str, list[list[str]]] = {"shapes": [], "variants": []}
+    print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_torch_nn")
+    tables: dict[str, list[list[str]]] = {"shapes": [], "variants": [], "rnn": []}
     shapes = QUICK_SHAPES if args.quick else GPU_SHAPES if args.device == "cuda" else SHAPES
     plan = [("shapes", c, m) for c in shapes for m in ("inference", "training")]
     plan += [("variants", c, "training") for c in (QUICK_VARIANTS if args.quick else VARIANTS)]
+    rnn_backends = [b for b in backends if b in lstmkit.functional.available("rnn")]
+    rnn_shapes = QUICK_RNN if args.quick else RNN_SHAPES
+    plan += [("rnn", c, m) for c in rnn_shapes for m in ("inference", "training")] if rnn_backends else []
     for table, case, mode in plan:
-        times = measure(case, mode, backends, args.rounds, args.device, seed)
-        base = statistics.median(times["nn.LSTM"])
+        times = measure(
+            case, mode, rnn_backends if table == "rnn" else backends, args.rounds, args.device, seed
+        )
+        base = statistics.median(times[f"nn.{case.kind}"])
         row = [case.label or str(case), mode, f"{base:.2f}"]
         for name, values in times.items():
             median = statistics.median(values)
@@ -227,13 +238,20 @@ def main() -> None:
                 f'{table},"{row[0]}",{mode},{name},{median:.3f},{deciles[0]:.3f},{deciles[-1]:.3f},{median / base:.2f}',
                 flush=True,
             )
-            if name != "nn.LSTM":
+            if not name.startswith("nn."):
                 row.append(f"{median / base:.2f}x")
         tables[table].append(row)
-    ratios = " | ".join(f"lstmkit {b} / nn.LSTM" for b in backends)
-    for table, first in (("shapes", "case (T,B,I=H)"), ("variants", "training (100,32,128), option")):
-        print(f"\n| {first} | mode | nn.LSTM ms | {ratios} |")
-        print("|---|---|---|" + "---|" * len(backends))
+    headers = (
+        ("shapes", "case (T,B,I=H)", "LSTM", backends),
+        ("variants", "training (100,32,128), option", "LSTM", backends),
+        ("rnn", "RNN case (T,B,I=H)", "RNN", rnn_backends),
+    )
+    for table, first, kind, names in headers:
+        if not tables[table]:
+            continue
+        ratios = " | ".join(f"lstmkit {b} / nn.{kind}" for b in names)
+        print(f"\n| {first} | mode | nn.{kind} ms | {ratios} |")
+        print("|---|---|---|" + "---|" * len(names))
         for row in tables[table]:
             print("| " + " | ".join(row) + " |")
 

@@ -5,7 +5,7 @@ import torch
 from torch.autograd import gradcheck
 
 import lstmkit
-from lstmkit import reference
+from lstmkit import functional, reference
 from lstmkit.kernels import torch_ops
 from lstmkit.kernels.contract import LSTMWeights
 
@@ -46,16 +46,20 @@ def test_lstm_layer_gradcheck(reverse, proj, bias):
     assert gradcheck(run, (x, h0, c0, *weights))
 
 
+@pytest.mark.parametrize(
+    "backend", [b for b in functional.available("rnn") if b not in ("auto", "reference")]
+)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_rnn_layer_gradcheck(reverse, nonlinearity):
+def test_rnn_layer_gradcheck(reverse, nonlinearity, backend):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(sum(BATCH_SIZES), 2, generator=gen, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(BATCH_SIZES[0], 3, generator=gen, dtype=torch.float64, requires_grad=True)
     weights = _weights(gen, 2, 3, 0, 1)
+    layer = functional.RNN_BACKENDS[backend]
 
     def run(*args):
-        out, (h,), _ = torch_ops.rnn_layer(args[0], args[1:2], args[2:], BATCH_SIZES, reverse, nonlinearity)
+        out, (h,), _ = layer(args[0], args[1:2], args[2:], BATCH_SIZES, reverse, nonlinearity)
         return out, h
 
     assert gradcheck(run, (x, h0, *weights))

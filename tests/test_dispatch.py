@@ -16,13 +16,17 @@ needs_cpu = pytest.mark.skipif(not cpu.available(), reason="the compiled kernel 
 
 @needs_cpu
 def test_auto_takes_the_compiled_kernel_for_sequences_of_float_cpu_tensors():
+    from lstmkit.kernels import cpu_rnn  # Numba's kernels: importable only where Numba is
+
     x32, x16 = torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float16)
     assert functional.kernel("auto", "lstm", x32, 100) is cpu.lstm_layer
     assert functional.kernel("auto", "lstm", x32.double(), 2) is cpu.lstm_layer
     assert functional.kernel("auto", "lstm", x32, 1) is torch_ops.lstm_layer  # a cell's one step
     assert functional.kernel("auto", "lstm", x16, 100).__qualname__ == "_in_float32.<locals>.run"
     assert functional.kernel("auto", "lstm", x32.to(torch.complex64), 100) is torch_ops.lstm_layer
-    assert functional.kernel("auto", "rnn", x32, 100) is torch_ops.rnn_layer
+    assert functional.kernel("auto", "rnn", x32, 100) is cpu_rnn.rnn_layer
+    assert functional.kernel("auto", "rnn", x32, 1) is torch_ops.rnn_layer
+    assert functional.kernel("auto", "rnn", x16, 100).__qualname__ == "_in_float32.<locals>.run"
 
 
 @pytest.mark.parametrize("backend", expand([b for b in functional.available("lstm") if b != "auto"]))

@@ -191,9 +191,10 @@ def test_backend_errors_name_the_choices():
     if not cpu.available():
         pytest.skip("the compiled kernel is not installed")
     with pytest.raises(
-        ValueError, match=r"backend 'cpu' is not available here; available: \['auto', 'torch', 'reference'\]"
+        ValueError,
+        match=r"backend 'triton' is not available here; available: \['auto', 'torch', 'reference', 'cpu'\]",
     ):
-        lstmkit.RNN(5, 6, backend="cpu")
+        lstmkit.RNN(5, 6, backend="triton")
     model = lstmkit.LSTM(5, 6, backend="cpu", dtype=torch.complex64)
     with pytest.raises(
         ValueError,

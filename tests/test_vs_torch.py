@@ -57,10 +57,11 @@ def test_lstm_equals_torch(backend, case, seed):
         compare(case, *_pair(case, backend, seed), seed=seed)
 
 
-@pytest.mark.parametrize("backend", RNN_BACKENDS)
+@pytest.mark.parametrize("backend", expand(RNN_BACKENDS))
 @given(case=cases("RNN"), seed=st.integers(0, 2**16))
 def test_rnn_equals_torch(backend, case, seed):
-    compare(case, *_pair(case, backend, seed), seed=seed)
+    with selected(backend) as backend:
+        compare(case, *_pair(case, backend, seed), seed=seed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -58,14 +58,17 @@ LSTM_BACKENDS: dict[str, LayerFn] = {
     "torch": torch_ops.lstm_layer,
     "reference": _reference_lstm,
 }
-if cpu.available():
-    LSTM_BACKENDS["cpu"] = cpu.lstm_layer
-if gpu.available():
-    LSTM_BACKENDS["triton"] = gpu.lstm_layer
 RNN_BACKENDS: dict[str, LayerFn] = {
     "torch": torch_ops.rnn_layer,
     "reference": _reference_rnn,
 }
+if cpu.available():
+    from .kernels import cpu_rnn  # its kernels are Numba's: only where Numba is installed
+
+    LSTM_BACKENDS["cpu"] = cpu.lstm_layer
+    RNN_BACKENDS["cpu"] = cpu_rnn.rnn_layer
+if gpu.available():
+    LSTM_BACKENDS["triton"] = gpu.lstm_layer
 TABLES = {"lstm": LSTM_BACKENDS, "rnn": RNN_BACKENDS}
 
 
@@ -85,19 +88,24 @@ def check_backend(backend: str, kind: str = "lstm") -> None:
 HALF = (torch.float16, torch.bfloat16)
 
 
+def _widened(value: object) -> object:
+    """A layer argument in float32: a tensor, or each tensor of a tuple (weights, state, masks)."""
+    if isinstance(value, Tensor):
+        return value.float()
+    if isinstance(value, tuple) and any(isinstance(item, Tensor) for item in value):
+        items = [item if item is None else _widened(item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    return value
+
+
 def _in_float32(layer: LayerFn) -> LayerFn:
-    """An LSTM ``layer`` run in float32 on half-precision tensors; autograd casts the gradients."""
+    """A ``layer`` run in float32 on half-precision tensors; autograd casts the gradients."""
 
-    def widen(tensor: Tensor | None) -> Tensor | None:
-        return None if tensor is None else tensor.float()
-
-    def run(x, state, weights, batch_sizes, reverse, options=PLAIN, masks=NO_MASKS):
-        out, final, (gates, cells) = layer(
-            x.float(), tuple(map(widen, state)), LSTMWeights(*map(widen, weights)), batch_sizes, reverse,
-            options, LSTMMasks(*map(widen, masks)),
-        )  # fmt: skip
+    def run(x, *arguments):
+        out, final, extras = layer(x.float(), *map(_widened, arguments))
         narrow = x.dtype
-        return out.to(narrow), tuple(t.to(narrow) for t in final), (gates.to(narrow), cells.to(narrow))
+        extras = None if extras is None else tuple(t.to(narrow) for t in extras)
+        return out.to(narrow), tuple(t.to(narrow) for t in final), extras
 
     return run
 

@@ -15,12 +15,14 @@ lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
 - ``contract``: the weights, options and masks every LSTM kernel takes;
 - ``rows``: index arithmetic on packed rows;
 - ``lstm_function``: the LSTM autograd Function, whose two recurrences a backend supplies;
+- ``rnn_function``: the plain RNN's autograd Function, the same way;
 - ``matmul``: the whole-sequence products, on oneDNN where torch has it and MKL is slower;
 - ``mkl``: torch's MKL, where it is the faster BLAS (Intel processors), and its packed gemm;
-- ``pool``: independent parts of a kernel call, run on torch's own OpenMP threads;
+- ``pool``: the parts of a kernel call, run at once on torch's own OpenMP threads;
 - ``masks``: the variant options' random masks, a counter hash seeded from torch's generator;
 - ``torch_ops``: backend "torch" (the recurrences as PyTorch calls; the plain RNN);
-- ``cpu``: backend "cpu" (the recurrences compiled with Numba);
+- ``cpu``: backend "cpu" (the LSTM's recurrences compiled with Numba); ``cpu_rnn``, the plain
+  RNN's on the same machinery;
 - ``gpu``: backend "triton" (the recurrences as Triton kernels, for CUDA tensors), whose kernels
   are in ``triton_kernels``.
 """

@@ -1,7 +1,8 @@
 """Backend "torch": backpropagation through time written by hand in PyTorch ops.
 
 The LSTM's recurrences (``TorchLoops``) run step by step as PyTorch calls, one ``addmm`` per step,
-inside the shared ``lstm_function.LSTMLayer``; ``RNNLayer`` is the plain RNN's whole Function.
+inside the shared ``lstm_function.LSTMLayer``, and the plain RNN's (``TorchRNNLoops``) inside
+``rnn_function.RNNLayer``.
 Every variant of ``contract``; formulas in docs/variants.md, layout in ``lstmkit.kernels``.
 
 Shapes: N rows, B sequences (= batch_sizes[0]), I inputs, H cell size, P hidden size (P = H
@@ -14,19 +15,17 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
 
 from .contract import LSTMMasks, LSTMOptions, LSTMWeights
 from .lstm_function import (
     Gradients,
     Workspace,
-    gather_previous,
     layer_norm,
     layer_norm_backward,
     lstm_layer_with,
 )
-from .matmul import linear, times, weight_gradient
-from .rows import previous_rows, step_ranges
+from .rnn_function import rnn_layer_with
+from .rows import step_ranges
 
 
 def _rows(mask: Tensor, start: int, stop: int) -> Tensor:
@@ -178,25 +177,13 @@ class TorchLoops:
 lstm_layer = lstm_layer_with(TorchLoops())
 
 
-class RNNLayer(torch.autograd.Function):
-    """One plain-RNN layer, one direction: (x, h0, weights) -> (out (N, H), h_n (B, H))."""
+class TorchRNNLoops:
+    """The plain RNN's recurrences as PyTorch calls (see ``rnn_function.RNNLoops``)."""
 
-    @staticmethod
     def forward(
-        ctx: FunctionCtx,
-        x: Tensor,
-        h0: Tensor,
-        w_ih: Tensor,
-        w_hh: Tensor,
-        b_ih: Tensor | None,
-        b_hh: Tensor | None,
-        batch_sizes: Sequence[int],
-        reverse: bool,
+        self, out: Tensor, hidden: Tensor, w_hh: Tensor, batch_sizes: Sequence[int], reverse: bool,
         nonlinearity: str,
-    ) -> tuple[Tensor, Tensor]:
-        bias = None if b_ih is None or b_hh is None else b_ih + b_hh
-        out = linear(x, w_ih, bias)  # (N, H), activated in place step by step
-        hidden = h0.clone()
+    ) -> None:  # fmt: skip
         for start, stop, active in step_ranges(batch_sizes, reverse):
             pre = out[start:stop].addmm_(hidden[:active], w_hh.t())
             if nonlinearity == "tanh":
@@ -204,45 +191,19 @@ class RNNLayer(torch.autograd.Function):
             else:
                 pre.relu_()
             hidden[:active] = pre
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
-        ctx.batch_sizes, ctx.reverse, ctx.has_bias = batch_sizes, reverse, b_ih is not None
-        ctx.nonlinearity = nonlinearity
-        return out, hidden
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, d_out: Tensor, d_hn: Tensor) -> tuple:
-        x, h0, w_ih, w_hh, out = ctx.saved_tensors
-        d_pre = torch.empty_like(out)
-        dh = d_hn.clone()
-        for start, stop, active in reversed(step_ranges(ctx.batch_sizes, ctx.reverse)):
+    def backward(
+        self, d_pre: Tensor, dh: Tensor, d_out: Tensor, out: Tensor, w_hh: Tensor, batch_sizes: Sequence[int],
+        reverse: bool, nonlinearity: str,
+    ) -> None:  # fmt: skip
+        for start, stop, active in reversed(step_ranges(batch_sizes, reverse)):
             dh_t = dh[:active] + d_out[start:stop]
             hidden = out[start:stop]
-            if ctx.nonlinearity == "tanh":
+            if nonlinearity == "tanh":
                 torch.mul(dh_t, 1 - hidden * hidden, out=d_pre[start:stop])
             else:
                 torch.mul(dh_t, hidden > 0, out=d_pre[start:stop])
             dh[:active] = d_pre[start:stop] @ w_hh
-        prev = previous_rows(ctx.batch_sizes, ctx.reverse, x.device)
-        hidden_prev = gather_previous(out, h0, prev)  # (N, H) h_{t-1} of every row
-        d_x = times(d_pre, w_ih) if ctx.needs_input_grad[0] else None
-        d_b_ih = d_b_hh = None
-        if ctx.has_bias:
-            d_b_ih = d_pre.sum(0)
-            d_b_hh = d_b_ih.clone()  # distinct tensors: autograd may keep one as .grad
-        d_w_ih, d_w_hh = weight_gradient(d_pre, x), weight_gradient(d_pre, hidden_prev)
-        return d_x, dh, d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, None, None
 
 
-def rnn_layer(
-    x: Tensor,
-    state: tuple[Tensor, ...],
-    weights: tuple[Tensor | None, ...],
-    batch_sizes: Sequence[int],
-    reverse: bool,
-    nonlinearity: str = "tanh",
-) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """x (N, I), state = (h0 (B, H),), weights = (w_ih, w_hh, b_ih, b_hh) with None where
-    absent -> (out (N, H), (h_n,), None)."""
-    out, hidden = RNNLayer.apply(x, *state, *weights, batch_sizes, reverse, nonlinearity)
-    return out, (hidden,), None
+rnn_layer = rnn_layer_with(TorchRNNLoops())
