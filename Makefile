@@ -32,7 +32,7 @@ format: $(STAMP) ## ruff format and ruff check --fix
 
 # OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE: set on some of this workplace's machines, they force OpenBLAS's
 # AVX2 kernels on AVX-512 processors (half the kernel's product rate); see BENCHMARKS.md
-bench: $(STAMP) ## time and peak memory of lstmkit.LSTM against torch.nn.LSTM (the tables in BENCHMARKS.md)
+bench: $(STAMP) ## time and peak memory of lstmkit.LSTM against torch.nn.LSTM, and lstmkit.RNN against torch.nn.RNN (the tables in BENCHMARKS.md)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_lstm.py --rounds 10
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/bench_memory.py --repeats 5
 

@@ -1045,7 +1045,7 @@ class NumbaLoops:
         )  # fmt: skip
         parts = _parts(shared[-1], _step_work(w))
         calls = [functools.partial(_forward, *arguments, *part, reverse, *last) for part in parts]
-        if x is not None:  # after the recurrence, which never waits on it (``pool.run``)
+        if x is not None:  # after the recurrence, which never waits for it to start (``pool.run``)
             offsets, sizes = shared[-2:]
             calls.append(
                 _helper(

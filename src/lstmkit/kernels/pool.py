@@ -66,9 +66,8 @@ def _executor() -> ThreadPoolExecutor:
 
 def run(calls: Sequence[Callable[[], None]]) -> None:
     """Every call, in parallel, one thread per call at most; each releases the GIL in its kernel.
-    Where the runtime gives fewer threads, each takes every n-th call in order, so a call may wait
-    on calls before it in the list, never on later ones. Returns when all have finished;
-    re-raises the first error."""
+    Where the runtime gives fewer threads, each takes every n-th call in order: a call must never
+    wait for a later one to start. Returns when all have finished; re-raises the first error."""
     if len(calls) == 1:
         calls[0]()
         return
