@@ -976,7 +976,8 @@ _ONE_RANGE = np.array([0, np.iinfo(np.int64).max]), np.ones(2, dtype=np.int64)
 
 
 def _ranges(steps: int, batch: int) -> np.ndarray:
-    """The ranges' bounds in steps of visiting order: 0, ..., steps (``FIRST_PROJECT_ROWS``)."""
+    """The ranges' bounds, in steps of visiting order, from 0 to ``steps``: ``FIRST_PROJECT_ROWS``
+    rows first, then twice as many each time up to ``MOST_PROJECT_ROWS``."""
     count, most = (max(1, rows // batch) for rows in (FIRST_PROJECT_ROWS, MOST_PROJECT_ROWS))
     bounds = [0]
     while bounds[-1] < steps:
@@ -997,15 +998,15 @@ def _input_side(x: Tensor | None, w_ih: Tensor, like: np.ndarray, batch_sizes: S
     return _array(x, like, 2), _blocked(w_ih, like, longest, transpose=True), bounds, claims
 
 
-def _helper(arguments: tuple) -> Callable[[], None]:
+def _helper(arguments: tuple, claims: np.ndarray) -> Callable[[], None]:
     """``_project(*arguments)`` as a call for ``pool.run``; should it fail, every range still
-    pending is given up (-1), so that the recurrence waiting on one stops."""
+    pending in ``claims`` (its argument) is given up (-1), so that the recurrence waiting on one
+    stops."""
 
     def call() -> None:
         try:
             _project(*arguments)
         except BaseException:
-            claims = arguments[5]
             claims[1:][claims[1:] == 0] = -1
             raise
 
@@ -1046,12 +1047,10 @@ class NumbaLoops:
         parts = _parts(shared[-1], _step_work(w))
         calls = [functools.partial(_forward, *arguments, *part, reverse, *last) for part in parts]
         if x is not None:  # after the recurrence, which never waits for it to start (``pool.run``)
+            rows, w_ih_t, bounds, claims = input_side
             offsets, sizes = shared[-2:]
-            calls.append(
-                _helper(
-                    (_mkl_addresses(like), *input_side[:2], like, *input_side[2:], offsets, sizes, reverse)
-                )
-            )
+            helper = (_mkl_addresses(like), rows, w_ih_t, like, bounds, claims, offsets, sizes, reverse)
+            calls.append(_helper(helper, claims))
         with _blas_threads(like):
             pool.run(calls)
         return hidden, cell
