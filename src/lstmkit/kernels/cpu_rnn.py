@@ -115,7 +115,7 @@ class NumbaRNNLoops:
             constants(like.dtype, hidden.shape[1]), _mkl_addresses(like), like, hidden.numpy(),
             _blocked(w_hh, like, hidden.shape[0], transpose=True), offsets, sizes,
         )  # fmt: skip
-        self._run(_forward, arguments, sizes, w_hh, (reverse, nonlinearity == "relu"))
+        self._run(_forward, arguments, like, sizes, w_hh, (reverse, nonlinearity == "relu"))
 
     def backward(
         self, d_pre: Tensor, dh: Tensor, d_out: Tensor, out: Tensor, w_hh: Tensor, batch_sizes: Sequence[int],
@@ -127,13 +127,15 @@ class NumbaRNNLoops:
             constants(like.dtype, dh.shape[1]), _mkl_addresses(like), d_pre.numpy(), dh.numpy(), d_out.numpy(),
             like, _blocked(w_hh, like, dh.shape[0]), offsets, sizes,
         )  # fmt: skip
-        self._run(_backward, arguments, sizes, w_hh, (reverse, nonlinearity == "relu"))
+        self._run(_backward, arguments, like, sizes, w_hh, (reverse, nonlinearity == "relu"))
 
     @staticmethod
-    def _run(kernel, arguments: tuple, sizes: np.ndarray, w_hh: Tensor, after: tuple) -> None:
+    def _run(
+        kernel, arguments: tuple, like: np.ndarray, sizes: np.ndarray, w_hh: Tensor, after: tuple
+    ) -> None:
         """``kernel`` over the batch's parts (``cpu._parts``), on one BLAS thread each."""
         calls = [functools.partial(kernel, *arguments, *part, *after) for part in _parts(sizes, w_hh.numel())]
-        with _blas_threads(arguments[2]):
+        with _blas_threads(like):
             pool.run(calls)
 
 
