@@ -1,14 +1,14 @@
-"""Time lstmkit.LSTM against torch.nn.LSTM, and lstmkit.RNN against torch.nn.RNN, in the same process.
+"""Time lstmkit.LSTM against torch.nn.LSTM, and lstmkit.RNN against torch.nn.RNN, in one process.
 
 Three tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (inference:
 forward under no_grad; training: forward + backward), every lstmkit backend and torch.nn.LSTM
 run the same input with the same weights. Variants: training at (100, 32, 128) with one variant
 option each (docs/variants.md), against plain torch.nn.LSTM at the same size. RNN: the plain
-RNN (tanh) at four of the shapes, against torch.nn.RNN. Calls are
-interleaved round by round, in an order shuffled every round (a new seed each run unless --seed), so that machine noise
-and the after-effects of one call on the next hit all alike; the median over rounds is
-reported with its ratio against the torch.nn module. Output: a '#' header (machine, versions, threads), CSV
-rows, then markdown tables for BENCHMARKS.md.
+RNN (tanh) at four of the shapes, against torch.nn.RNN. Calls are interleaved round by round, in
+an order shuffled every round (a new seed each run unless --seed), so that machine noise and the
+after-effects of one call on the next hit all alike; the median over rounds is reported with its
+ratio against the torch.nn module. Output: a '#' header (machine, versions, threads), CSV rows,
+then markdown tables for BENCHMARKS.md.
 
     python benchmarks/bench_lstm.py                 # everything, 7 rounds
     python benchmarks/bench_lstm.py --quick         # tiny smoke run

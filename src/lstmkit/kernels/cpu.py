@@ -8,8 +8,9 @@ Intel processors MKL's gemm from a W packed once per call, ``mkl``) and the gate
 every variant of ``contract`` fused, unit by unit, with no Python between steps.
 Calls with enough work split the batch into ranges of sequences that run on torch's own threads
 (``_parts``, ``pool.run``); a long call whose recurrence runs on one thread computes the input side
-itself instead, in ranges of steps shared with a second thread (``_project``). It computes the formulas of docs/variants.md in the order of
-``torch_ops.TorchLoops``; both are tested against ``reference_variants``.
+itself instead, in ranges of steps shared with a second thread (``_project``). It computes the
+formulas of docs/variants.md in the order of ``torch_ops.TorchLoops``; both are tested against
+``reference_variants``.
 
 Compiled code is cached on disk (``cache=True``); it depends on dtype (float32 or float64), never
 on shapes. Arrays absent for a configuration are passed as empty arrays, with a flag.
@@ -1037,9 +1038,9 @@ class NumbaLoops:
         shared, last = _shared(w, masks, like, batch_sizes, options)
         buffers = (ws.unprojected, ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
         batch = c0.shape[0]
-        input_side = _input_side(x, w.w_ih, like, batch_sizes)
+        input_side, addresses = _input_side(x, w.w_ih, like, batch_sizes), _mkl_addresses(like)
         arguments = (
-            constants(like.dtype, c0.shape[1]), _mkl_addresses(like), like, _bias(w, like), ws.cell_new.numpy(),
+            constants(like.dtype, c0.shape[1]), addresses, like, _bias(w, like), ws.cell_new.numpy(),
             ws.cells.numpy(), ws.out.numpy(), *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside),
             hidden.numpy(), cell.numpy(), _blocked(w.w_hh, like, batch, transpose=True),
             _blocked(w.w_hr, like, batch, transpose=True), *shared, *input_side,
@@ -1049,7 +1050,7 @@ class NumbaLoops:
         if x is not None:  # after the recurrence, which never waits for it to start (``pool.run``)
             rows, w_ih_t, bounds, claims = input_side
             offsets, sizes = shared[-2:]
-            helper = (_mkl_addresses(like), rows, w_ih_t, like, bounds, claims, offsets, sizes, reverse)
+            helper = (addresses, rows, w_ih_t, like, bounds, claims, offsets, sizes, reverse)
             calls.append(_helper(helper, claims))
         with _blas_threads(like):
             pool.run(calls)

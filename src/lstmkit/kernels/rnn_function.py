@@ -54,7 +54,8 @@ def _forward(
 
 
 class RNNLayer(torch.autograd.Function):
-    """(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, loops) -> (out (N, H), h_n (B, H))."""
+    """(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, loops) ->
+    (out (N, H), h_n (B, H))."""
 
     @staticmethod
     def forward(
