@@ -1,10 +1,13 @@
-"""Time lstmkit.LSTM against torch.nn.LSTM, and lstmkit.RNN against torch.nn.RNN, in one process.
+"""Time lstmkit.LSTM against torch.nn.LSTM, lstmkit.RNN against torch.nn.RNN and lstmkit.LSTMCell
+against torch.nn.LSTMCell, in one process.
 
-Three tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (inference:
+Four tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (inference:
 forward under no_grad; training: forward + backward), every lstmkit backend and torch.nn.LSTM
 run the same input with the same weights. Variants: training at (100, 32, 128) with one variant
 option each (docs/variants.md), against plain torch.nn.LSTM at the same size. RNN: the plain
-RNN (tanh) at four of the shapes, against torch.nn.RNN. Calls are interleaved round by round, in
+RNN (tanh) at four of the shapes, against torch.nn.RNN. One step: an LSTMCell and a sequence of
+one step (token by token), at batch 1 and 32, with 20 times the rounds (a call takes tens of
+microseconds). Calls are interleaved round by round, in
 an order shuffled every round (a new seed each run unless --seed), so that machine noise and the
 after-effects of one call on the next hit all alike; the median over rounds is reported with its
 ratio against the torch.nn module. Output: a '#' header (machine, versions, threads), CSV rows,
@@ -44,7 +47,7 @@ class Case:
     options: dict = field(default_factory=dict)  # lstmkit-only variant options
     packed: bool = False  # variable lengths in [T/2, T], as a PackedSequence
     label: str = ""
-    kind: str = "LSTM"  # or "RNN": lstmkit.RNN against torch.nn.RNN
+    kind: str = "LSTM"  # or "RNN", "LSTMCell": lstmkit's class of that name against torch.nn's
 
     def __str__(self) -> str:
         extra = f", {self.layers} layers" if self.layers > 1 else ""
@@ -77,6 +80,14 @@ QUICK_SHAPES = [Case(10, 4, 16), Case(10, 2, 16, layers=2, bidirectional=True)]
 QUICK_VARIANTS = [Case(10, 4, 16, options=dict(layer_norm=True, zoneout=0.1), label="layer_norm+zoneout")]
 RNN_SHAPES = [Case(c.steps, c.batch, c.hidden, kind="RNN") for c in SHAPES if c.layers == 1]
 QUICK_RNN = [Case(10, 4, 16, kind="RNN")]
+# one step: a cell, and a sequence of one step (token by token), at batch 1 and 32
+STEP_SHAPES = [
+    Case(1, 1, 64, kind="LSTMCell", label="LSTMCell (B=1, H=64)"),
+    Case(1, 32, 128, kind="LSTMCell", label="LSTMCell (B=32, H=128)"),
+    Case(1, 1, 64, label="LSTM (1,1,64)"),
+    Case(1, 32, 128, label="LSTM (1,32,128)"),
+]
+QUICK_STEPS = [Case(1, 2, 16, kind="LSTMCell", label="LSTMCell (B=2, H=16)")]
 
 
 def runner(module: torch.nn.Module, x, mode: str) -> Callable[[], None]:
@@ -108,22 +119,18 @@ def measure(
     "nn.RNN"), then each lstmkit backend."""
     torch.manual_seed(0)
     torch_class, our_class = getattr(torch.nn, case.kind), getattr(lstmkit, case.kind)
-    theirs = torch_class(case.hidden, case.hidden, case.layers, bidirectional=case.bidirectional).to(device)
-    x = torch.randn(case.steps, case.batch, case.hidden, device=device)
+    cell = case.kind.endswith("Cell")
+    sizes = (case.hidden, case.hidden) if cell else (case.hidden, case.hidden, case.layers)
+    layout = {} if cell else {"bidirectional": case.bidirectional}
+    theirs = torch_class(*sizes, **layout).to(device)
+    x = torch.randn(*(() if cell else (case.steps,)), case.batch, case.hidden, device=device)
     calls = {f"nn.{case.kind}": runner(theirs, x, mode)}
     ours_input = x
     if case.packed:
         lengths = torch.randint(case.steps // 2, case.steps + 1, (case.batch,))
         ours_input = pack_padded_sequence(x, lengths, enforce_sorted=False)  # lengths stay on the CPU
     for backend in backends:
-        ours = our_class(
-            case.hidden,
-            case.hidden,
-            case.layers,
-            bidirectional=case.bidirectional,
-            backend=backend,
-            **case.options,
-        ).to(device)
+        ours = our_class(*sizes, **layout, backend=backend, **case.options).to(device)
         calls[backend] = runner(ours, ours_input, mode)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():  # warm-up
@@ -218,17 +225,21 @@ def main() -> None:
     if args.device == "cpu":
         print(f"# {kernel_libraries()}")
     print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_torch_nn")
-    tables: dict[str, list[list[str]]] = {"shapes": [], "variants": [], "rnn": []}
+    tables: dict[str, list[list[str]]] = {"shapes": [], "variants": [], "rnn": [], "steps": []}
     shapes = QUICK_SHAPES if args.quick else GPU_SHAPES if args.device == "cuda" else SHAPES
     plan = [("shapes", c, m) for c in shapes for m in ("inference", "training")]
     plan += [("variants", c, "training") for c in (QUICK_VARIANTS if args.quick else VARIANTS)]
     rnn_backends = [b for b in backends if b in lstmkit.functional.available("rnn")]
     rnn_shapes = QUICK_RNN if args.quick else RNN_SHAPES
     plan += [("rnn", c, m) for c in rnn_shapes for m in ("inference", "training")] if rnn_backends else []
+    plan += [
+        ("steps", c, m)
+        for c in (QUICK_STEPS if args.quick else STEP_SHAPES)
+        for m in ("inference", "training")
+    ]
     for table, case, mode in plan:
-        times = measure(
-            case, mode, rnn_backends if table == "rnn" else backends, args.rounds, args.device, seed
-        )
+        rounds = args.rounds * (20 if table == "steps" else 1)
+        times = measure(case, mode, rnn_backends if table == "rnn" else backends, rounds, args.device, seed)
         base = statistics.median(times[f"nn.{case.kind}"])
         row = [case.label or str(case), mode, f"{base:.2f}"]
         for name, values in times.items():
@@ -242,15 +253,16 @@ def main() -> None:
                 row.append(f"{median / base:.2f}x")
         tables[table].append(row)
     headers = (
-        ("shapes", "case (T,B,I=H)", "LSTM", backends),
-        ("variants", "training (100,32,128), option", "LSTM", backends),
-        ("rnn", "RNN case (T,B,I=H)", "RNN", rnn_backends),
+        ("shapes", "case (T,B,I=H)", "nn.LSTM", backends),
+        ("variants", "training (100,32,128), option", "nn.LSTM", backends),
+        ("rnn", "RNN case (T,B,I=H)", "nn.RNN", rnn_backends),
+        ("steps", "one step", "torch.nn", backends),
     )
-    for table, first, kind, names in headers:
+    for table, first, theirs, names in headers:
         if not tables[table]:
             continue
-        ratios = " | ".join(f"lstmkit {b} / nn.{kind}" for b in names)
-        print(f"\n| {first} | mode | nn.{kind} ms | {ratios} |")
+        ratios = " | ".join(f"lstmkit {b} / {theirs}" for b in names)
+        print(f"\n| {first} | mode | {theirs} ms | {ratios} |")
         print("|---|---|---|" + "---|" * len(names))
         for row in tables[table]:
             print("| " + " | ".join(row) + " |")

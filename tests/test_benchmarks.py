@@ -19,14 +19,18 @@ def test_bench_quick_runs_and_prints_a_table():
         check=True,
     )
     lines = result.stdout.splitlines()
-    rows = [line for line in lines if line.startswith(("shapes,", "variants,", "rnn,"))]
-    # (2 shapes x 2 modes + 1 variant + 1 RNN shape x 2 modes) x (the torch.nn module + 2 backends)
-    assert len(rows) == (2 * 2 + 1 + 2) * 3
+    rows = [line for line in lines if line.startswith(("shapes,", "variants,", "rnn,", "steps,"))]
+    # (2 shapes x 2 modes + 1 variant + (1 RNN shape + 1 cell) x 2 modes) x (the torch.nn module + 2 backends)
+    assert len(rows) == (2 * 2 + 1 + 2 + 2) * 3
     assert any(line.startswith("| case (T,B,I=H)") for line in lines)
     assert any(line.startswith("| training (100,32,128), option") for line in lines)
     assert any(
         line.startswith("| RNN case (T,B,I=H) | mode | nn.RNN ms | lstmkit torch / nn.RNN") for line in lines
     )
+    assert any(
+        line.startswith("| one step | mode | torch.nn ms | lstmkit torch / torch.nn") for line in lines
+    )
+    assert any(line.startswith("| LSTMCell (B=2, H=16) | training |") for line in lines)
 
 
 @pytest.mark.parametrize("library, named", [("openblas", "OpenBLAS"), ("mkl", "MKL's packed gemm")])

@@ -16,12 +16,14 @@ needs_cpu = pytest.mark.skipif(not cpu.available(), reason="the compiled kernel 
 
 @needs_cpu
 def test_auto_takes_the_compiled_kernel_for_sequences_of_float_cpu_tensors():
-    from lstmkit.kernels import cpu_rnn  # Numba's kernels: importable only where Numba is
+    from lstmkit.kernels import cpu_rnn, cpu_step  # Numba's kernels: importable only where Numba is
 
     x32, x16 = torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float16)
-    assert functional.kernel("auto", "lstm", x32, 100) is cpu.lstm_layer
-    assert functional.kernel("auto", "lstm", x32.double(), 2) is cpu.lstm_layer
-    assert functional.kernel("auto", "lstm", x32, 1) is torch_ops.lstm_layer  # a cell's one step
+    assert functional.kernel("auto", "lstm", x32, 100) is cpu_step.lstm_layer
+    assert functional.kernel("auto", "lstm", x32.double(), 2) is cpu_step.lstm_layer
+    # one step: the one-step kernels where the configuration has them, else the PyTorch ops
+    assert functional.kernel("auto", "lstm", x32, 1, compiled_step=True) is cpu_step.lstm_layer
+    assert functional.kernel("auto", "lstm", x32, 1) is torch_ops.lstm_layer
     assert functional.kernel("auto", "lstm", x16, 100).__qualname__ == "_in_float32.<locals>.run"
     assert functional.kernel("auto", "lstm", x32.to(torch.complex64), 100) is torch_ops.lstm_layer
     assert functional.kernel("auto", "rnn", x32, 100) is cpu_rnn.rnn_layer
@@ -147,3 +149,27 @@ def test_inference_without_autograd_equals_the_autograd_pass(backend, options):
         assert result[0].grad_fn is None
         for a, b in zip((out, h, c, *gates), (result[0], *result[1], *result[2]), strict=True):
             assert torch.equal(a, b)
+
+
+@needs_cpu
+@pytest.mark.parametrize(
+    "options, one_step",
+    [({}, True), (dict(peephole=True, zoneout=0.2), True), (dict(layer_norm=True), False)],
+)
+def test_cells_take_the_one_step_kernels_unless_layer_norm(options, one_step, monkeypatch):
+    """An LSTMCell on "auto" runs ``cpu_step``'s kernels (forward and backward) where it has them;
+    with layer norm, the PyTorch ops, whose single step costs less than the sequence kernel's."""
+    from lstmkit.kernels import cpu_step
+
+    calls = []
+    for name in ("_forward", "_backward"):
+        real = getattr(cpu_step, name)
+        monkeypatch.setattr(cpu_step, name, lambda *a, real=real, name=name: calls.append(name) or real(*a))
+    torch_calls = []
+    real_torch = torch_ops.TorchLoops.forward
+    monkeypatch.setattr(torch_ops.TorchLoops, "forward", lambda *a: torch_calls.append(1) or real_torch(*a))
+    cell = lstmkit.LSTMCell(3, 4, **options).train()
+    h, c = cell(torch.randn(2, 3, requires_grad=True))
+    (h.sum() + c.sum()).backward()
+    assert calls == (["_forward", "_backward"] if one_step else [])
+    assert len(torch_calls) == (0 if one_step else 1)

@@ -15,6 +15,9 @@ from torch.autograd import gradcheck
 import lstmkit
 from lstmkit import functional, reference_variants
 from lstmkit.kernels import cpu, gpu, masks, pool, torch_ops
+
+if cpu.available():
+    from lstmkit.kernels import cpu_step
 from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 
 from ._compare import TOLERANCE
@@ -50,7 +53,7 @@ def _oracle_dtype(dtype):
 
 def _run_both(options, *, backend="torch", layers=2, bidirectional=True, proj=3, bias=True, batch_first=False,
               lengths=None, with_state=True, training=True, dtype=torch.float64, seed=0, batch=4,
-              input_size=3, hidden_size=5, device="cpu"):  # fmt: skip
+              input_size=3, hidden_size=5, device="cpu", steps=6):  # fmt: skip
     """Outputs, states, gates and every gradient of ``backend`` (its model and inputs on ``device``,
     results back on the CPU) and of the reference backend."""
     torch.manual_seed(seed)
@@ -62,7 +65,7 @@ def _run_both(options, *, backend="torch", layers=2, bidirectional=True, proj=3,
     ref = lstmkit.LSTM(input_size, hidden_size, **kwargs, dtype=oracle, backend="reference", **options)
     ref.load_state_dict({k: v.to("cpu", oracle) for k, v in prod.state_dict().items()})
     gen = torch.Generator().manual_seed(seed)
-    steps, depth = 6, layers * (2 if bidirectional else 1)
+    depth = layers * (2 if bidirectional else 1)
     shape = (batch, steps, input_size) if batch_first else (steps, batch, input_size)
     x = torch.randn(shape, generator=gen, dtype=dtype)
     h0 = torch.randn(depth, batch, proj or hidden_size, generator=gen, dtype=dtype)
@@ -112,6 +115,25 @@ def test_each_option_equals_reference(options, training, backend):
                 options, backend=backend, training=training, lengths=[6, 2, 5, 1], dtype=dtype
             )
             _assert_close(results, options)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("proj", [0, 3], ids=["one-step kernels", "projection: the sequence kernel"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("options", SINGLE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_each_option_in_one_step_equals_reference(options, training, proj, monkeypatch):
+    """Sequences of one step on backend "cpu": ``cpu_step``'s pointwise kernels without layer
+    norm or projection (checked by counting their calls), the sequence kernel with them, in two
+    layers of both directions, float64 and float32."""
+    calls = []
+    for name in ("_forward", "_backward"):
+        real = getattr(cpu_step, name)
+        monkeypatch.setattr(cpu_step, name, lambda *a, real=real: calls.append(1) or real(*a))
+    for dtype in (torch.float64, torch.float32):
+        results = _run_both(options, backend="cpu", training=training, proj=proj, dtype=dtype, steps=1)
+        _assert_close(results, options)
+    one_step = not (proj or options.get("layer_norm"))
+    assert len(calls) == (16 if one_step else 0)  # 2 dtypes x 4 layer directions x forward, backward
 
 
 COMBINATIONS = dict(
@@ -372,6 +394,42 @@ def test_kernel_gradcheck_with_every_option(kernel, coupled, clip, reverse):
     # the interpreted Triton kernel takes 50 s for the whole Jacobian: it gets gradcheck's fast
     # mode, finite differences along random directions (and test_triton's comparisons in float64)
     assert gradcheck(run, (x, h0, c0, *tensors), fast_mode=kernel is gpu)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("coupled, clip", [(False, None), (True, 0.4), (False, 0.9)])
+def test_one_step_kernels_gradcheck_with_every_option(coupled, clip):
+    """Finite differences through ``cpu_step``: peepholes, zoneout of both states, recurrent
+    dropout, the coupled gates, clipping; with and without biases."""
+    gen = torch.Generator().manual_seed(5)
+    batch, inputs, hidden = 3, 2, 4
+
+    def rand(*shape, scale=0.6):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).requires_grad_()
+
+    def bernoulli(p, *shape):
+        return torch.bernoulli(torch.full(shape, p, dtype=torch.float64), generator=gen)
+
+    masks = LSTMMasks(
+        bernoulli(0.7, batch, hidden) / 0.7, bernoulli(0.3, batch, hidden), bernoulli(0.3, batch, hidden)
+    )
+    for bias in (True, False):
+        weights = LSTMWeights(
+            rand(4 * hidden, inputs), rand(4 * hidden, hidden), rand(4 * hidden) if bias else None,
+            rand(4 * hidden) if bias else None, None, None if coupled else rand(hidden), rand(hidden), rand(hidden),
+        )  # fmt: skip
+        tensors = [t for t in weights if t is not None]
+
+        def run(x, h0, c0, *values, weights=weights):
+            it = iter(values)
+            w = LSTMWeights(*[None if t is None else next(it) for t in weights])
+            out, (h, c), _ = cpu_step.lstm_layer(
+                x, (h0, c0), w, [batch], False, LSTMOptions(coupled, clip), masks
+            )
+            return out, h, c
+
+        x, h0, c0 = rand(batch, inputs, scale=1), rand(batch, hidden, scale=1), rand(batch, hidden, scale=1)
+        assert gradcheck(run, (x, h0, c0, *tensors))
 
 
 def test_variant_reference_with_options_off_is_the_textbook_cell():

@@ -63,9 +63,9 @@ RNN_BACKENDS: dict[str, LayerFn] = {
     "reference": _reference_rnn,
 }
 if cpu.available():
-    from .kernels import cpu_rnn  # its kernels are Numba's: only where Numba is installed
+    from .kernels import cpu_rnn, cpu_step  # their kernels are Numba's: only where Numba is installed
 
-    LSTM_BACKENDS["cpu"] = cpu.lstm_layer
+    LSTM_BACKENDS["cpu"] = cpu_step.lstm_layer
     RNN_BACKENDS["cpu"] = cpu_rnn.rnn_layer
 if gpu.available():
     LSTM_BACKENDS["triton"] = gpu.lstm_layer
@@ -79,7 +79,7 @@ def available(kind: str = "lstm") -> list[str]:
 
 def check_backend(backend: str, kind: str = "lstm") -> None:
     """Raise ValueError, naming the choices, for a backend this machine cannot run for ``kind``."""
-    if backend not in available(kind):
+    if backend != "auto" and backend not in TABLES[kind]:
         raise ValueError(f"backend {backend!r} is not available here; available: {available(kind)}")
 
 
@@ -124,18 +124,20 @@ def _fits(backend: str, like: Tensor) -> bool:
     return runs_on(like.device) and like.dtype in (*dtypes, *HALF)
 
 
-def kernel(backend: str, kind: str, like: Tensor, steps: int) -> LayerFn:
+def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: bool = False) -> LayerFn:
     """The layer function for tensors like ``like`` over ``steps`` time steps.
 
     "auto" takes the compiled CPU kernel for float CPU tensors (float16 and bfloat16 computed in
-    float32) when it is installed and there is more than one step, else the hand-written PyTorch
-    one: it was measured faster at every benchmark shape (BENCHMARKS.md), but a single step (a
-    cell) costs its fixed set-up without a recurrence to repay it (LSTMCell, batch 32, H = 128:
-    330 µs, against 250 µs).
+    float32) when it is installed, else the hand-written PyTorch one: it was measured faster at
+    every benchmark shape (BENCHMARKS.md). A single step takes it only with ``compiled_step``,
+    for configurations that have one-step kernels (``kernels.cpu_step``: an LSTM without layer
+    norm or projection); on the sequence kernel a step costs its set-up without a recurrence to
+    repay it (LSTMCell, batch 32, H = 128: 330 µs, against 250 µs on the PyTorch one).
     """
     check_backend(backend, kind)
     if backend == "auto":
-        backend = "cpu" if _fits("cpu", like) and steps > 1 and "cpu" in TABLES[kind] else "torch"
+        compiled = _fits("cpu", like) and "cpu" in TABLES[kind] and (steps > 1 or compiled_step)
+        backend = "cpu" if compiled else "torch"
     if backend in COMPILED:
         if not _fits(backend, like):
             raise ValueError(
@@ -246,22 +248,25 @@ def lstm(
     Returns out (N, D*P), (h_n, c_n), and per layer and direction (gates (N, 4H), cells (N, H)).
     """
     sizes = (state[1].shape[-1], state[0].shape[-1])
-    layer_fn = kernel(backend, "lstm", x, len(batch_sizes))
+    compiled_step = weights[0].layer_norm_ih is None and weights[0].w_hr is None
+    layer_fn = kernel(backend, "lstm", x, len(batch_sizes), compiled_step=compiled_step)
 
     def layer(x: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
         w = weights[k]
         if training and weight_dropout > 0:  # DropConnect: one mask on W_hh per call
             keep = 1 - weight_dropout
             w = w._replace(w_hh=w.w_hh * (bernoulli(tuple(w.w_hh.shape), keep, w.w_hh) / keep))
-        masks = draw_masks(
-            x.shape[0],
-            batch_sizes[0],
-            sizes,
-            x,
-            zoneout=zoneout,
-            recurrent_dropout=recurrent_dropout,
-            training=training,
-        )
+        masks = NO_MASKS
+        if zoneout != (0.0, 0.0) or (training and recurrent_dropout > 0):
+            masks = draw_masks(
+                x.shape[0],
+                batch_sizes[0],
+                sizes,
+                x,
+                zoneout=zoneout,
+                recurrent_dropout=recurrent_dropout,
+                training=training,
+            )
         return layer_fn(x, state_k, w, batch_sizes, reverse, options, masks)
 
     return stack(

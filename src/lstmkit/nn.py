@@ -20,7 +20,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import _checks, functional
 from ._variants import PARAMETER_STEMS, Variants
-from .kernels.contract import LSTMWeights
+from .kernels.contract import LSTMMasks, LSTMWeights
 
 __all__ = ["LSTM", "RNN", "LSTMCell", "RNNCell", "LSTMGates"]
 
@@ -109,8 +109,8 @@ class _TorchLike(nn.Module):
         module.load_state_dict(self.state_dict())
         return module.train(self.training)
 
-    def _suffixes(self) -> list[str]:
-        return [""]
+    def _suffixes(self) -> tuple[str, ...]:
+        return ("",)
 
     def reset_parameters(self) -> None:
         """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as torch.nn, drawn in
@@ -150,6 +150,15 @@ class _TorchLike(nn.Module):
                 value = getattr(self, name)
             weights.append(value)
         return tuple(weights)
+
+
+@functools.cache
+def _layer_suffixes(num_layers: int, directions: int) -> tuple[str, ...]:
+    """``_Recurrent._suffixes``, made once per shape (the strings cost 3-5 µs of a short call)."""
+    return tuple(
+        f"_l{k // directions}" + ("_reverse" if k % directions else "")
+        for k in range(num_layers * directions)
+    )
 
 
 @functools.cache
@@ -230,12 +239,9 @@ class _Recurrent(_TorchLike):
     def _directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    def _suffixes(self) -> list[str]:
+    def _suffixes(self) -> tuple[str, ...]:
         """Parameter-name suffix of each layer and direction, in h_n's row order."""
-        return [
-            f"_l{k // self._directions}" + ("_reverse" if k % self._directions else "")
-            for k in range(self.num_layers * self._directions)
-        ]
+        return _layer_suffixes(self.num_layers, self._directions)
 
     def flatten_parameters(self) -> None:
         """No-op kept for drop-in use: lstmkit's kernels need no flat weight buffer."""
@@ -275,7 +281,9 @@ class _Recurrent(_TorchLike):
         self, input: Tensor | PackedSequence, hx: object, lengths: object, return_gates: bool = False
     ) -> tuple[Tensor | PackedSequence, tuple[Tensor, ...], LSTMGates | None]:
         owner = type(self).__name__
-        weight = self.weight_ih_l0
+        # the weight inputs must match, from the parameter dict: ``self.weight_ih_l0`` goes through
+        # Module.__getattr__, 12 µs of a short call after other work has run (measured)
+        weight = self._weights("_l0", ("w_ih",))[0]
         state = None if hx is None else _checks.state(owner, hx, self._state_names)
         sorted_indices = unsorted_indices = None
         batched, steps, padded_input = True, 0, False
@@ -343,13 +351,14 @@ class _Recurrent(_TorchLike):
     def _initial_state(
         self, state: tuple[Tensor, ...] | None, batch: int, batched: bool, like: Tensor
     ) -> tuple[Tensor, ...]:
-        """(h0[, c0]) as (L*D, B, .) tensors: checked when given, zeros when not."""
+        """(h0[, c0]) as (L*D, B, .) tensors: checked when given (the dtype and device of ``like``,
+        the input rows, already checked against the parameters'), zeros when not."""
         depth = self.num_layers * self._directions
         sizes = self._state_sizes()
         if state is None:
             return tuple(like.new_zeros(depth, batch, size) for size in sizes)
         expected = [(depth, batch, size) if batched else (depth, size) for size in sizes]
-        _checks.state_shapes(type(self).__name__, state, self._state_names, expected, self.weight_ih_l0)
+        _checks.state_shapes(type(self).__name__, state, self._state_names, expected, like)
         return state if batched else tuple(s.unsqueeze(1) for s in state)
 
 
@@ -756,17 +765,19 @@ class LSTMCell(_Cell):
         recurrent, weight_mask = self._sequence_masks(x.shape[0])
         if weight_mask is not None:
             weights = weights._replace(w_hh=weights.w_hh * weight_mask)
-        zoneout = functional.draw_masks(
-            x.shape[0],
-            x.shape[0],
-            (self.hidden_size, self.hidden_size),
-            x,
-            zoneout=v.zoneout,
-            recurrent_dropout=0.0,
-            training=self.training,
-        )
-        masks = zoneout._replace(recurrent=recurrent)
-        kernel = functional.kernel(self.backend, "lstm", x, steps=1)
+        masks = LSTMMasks(recurrent)
+        if v.zoneout != (0.0, 0.0):
+            zoneout = functional.draw_masks(
+                x.shape[0],
+                x.shape[0],
+                (self.hidden_size, self.hidden_size),
+                x,
+                zoneout=v.zoneout,
+                recurrent_dropout=0.0,
+                training=self.training,
+            )
+            masks = zoneout._replace(recurrent=recurrent)
+        kernel = functional.kernel(self.backend, "lstm", x, steps=1, compiled_step=not v.layer_norm)
         _, (hidden, cell), (gates, cells) = kernel(x, state, weights, [x.shape[0]], False, v.options(), masks)
         if not batched:
             hidden, cell, gates, cells = (t.squeeze(0) for t in (hidden, cell, gates, cells))

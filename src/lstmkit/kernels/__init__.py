@@ -21,8 +21,8 @@ lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
 - ``pool``: the parts of a kernel call, run at once on torch's own OpenMP threads;
 - ``masks``: the variant options' random masks, a counter hash seeded from torch's generator;
 - ``torch_ops``: backend "torch" (the recurrences as PyTorch calls; the plain RNN);
-- ``cpu``: backend "cpu" (the LSTM's recurrences compiled with Numba); ``cpu_rnn``, the plain
-  RNN's on the same machinery;
+- ``cpu``: backend "cpu" (the LSTM's recurrences compiled with Numba); ``cpu_step``, its
+  one-step kernels (a cell); ``cpu_rnn``, the plain RNN's on the same machinery;
 - ``gpu``: backend "triton" (the recurrences as Triton kernels, for CUDA tensors), whose kernels
   are in ``triton_kernels``.
 """

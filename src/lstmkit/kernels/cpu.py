@@ -128,7 +128,7 @@ def _parts(batch_sizes: Sequence[int], step_work: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def _jit(function):
+def _jit(function, inline: str = "never"):
     """numba.njit with this module's settings. Helpers called inside the loops are inlined all the
     same, by LLVM, and the loops still vectorise. Numba's own inlining (``inline="always"``, which
     copies and re-types the body at every call site) only lengthened the first compilation, for
@@ -137,7 +137,18 @@ def _jit(function):
     if numba is None:
         return function
     # error_model="numpy": no zero-division checks, which would stop the loops from vectorising
-    return numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy", nogil=True)(function)
+    return numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy", nogil=True, inline=inline)(
+        function
+    )
+
+
+# The row helpers that the sequence kernels share with the one-step ones (``cpu_step``): LLVM
+# leaves functions of their size as calls, with a reference count per array argument and without
+# the caller's vector width, and the sequence kernels ran 8-9% slower (inference and training at
+# (100, 32, 128), one process); marked ``alwaysinline`` for LLVM, 7-11%. Numba's inlining keeps
+# them within the noise of the code written in place (1.017-1.045 of it, where two copies of the
+# same code measured 1.021), for about 0.5 s more of first compilation.
+_jit_inline = functools.partial(_jit, inline="always")
 
 
 # --- the gate functions, vectorisable ---------------------------------------------------------
@@ -510,6 +521,127 @@ def _mix(keep, old, new, result, k):
         result[j] = keep[j] * old[j] + (k[ONE] - keep[j]) * new[j]
 
 
+# --- one row of a step, shared by the sequence kernels and the one-step ones (``cpu_step``) ------
+
+
+@_jit_inline
+def _activate(a, c_prev, c_new, p_i, p_f, p_o, gate_inside, row, coupled, clip, k):
+    """One row's gates from their pre-activations a (4H,), in place, and the new cell
+    c' = f c_{t-1} + i g (H,) into ``c_new``: peepholes, clipping (flags in ``gate_inside[row]``),
+    the coupled input gate, the activations."""
+    size = c_new.shape[0]
+    one = k[ONE]
+    # the four gates as views: loops that start at 0 prove their indices non-negative, which lets
+    # LLVM drop Numba's wraparound checks and vectorise them
+    a_i, a_f, a_g, a_o = a[:size], a[size : 2 * size], a[2 * size : 3 * size], a[3 * size :]
+    clipping = clip < np.inf
+    if p_i.shape[0] > 0:
+        _add_product(a_i, p_i, c_prev)
+    if p_f.shape[0] > 0:
+        _add_product(a_f, p_f, c_prev)
+    if clipping:
+        _clip(a[: 3 * size], gate_inside[row, : 3 * size], clip)
+    for j in range(size):
+        a_f[j] = _sigmoid(a_f[j], k)
+    if coupled:
+        for j in range(size):
+            a_i[j] = one - a_f[j]
+    else:
+        for j in range(size):
+            a_i[j] = _sigmoid(a_i[j], k)
+    for j in range(size):
+        a_g[j] = _tanh(a_g[j], k)
+    for j in range(size):
+        c_new[j] = a_f[j] * c_prev[j] + a_i[j] * a_g[j]
+    if p_o.shape[0] > 0:
+        _add_product(a_o, p_o, c_new)
+    if clipping:
+        _clip(a_o, gate_inside[row, 3 * size :], clip)
+    for j in range(size):
+        a_o[j] = _sigmoid(a_o[j], k)
+
+
+@_jit_inline
+def _squash(output_gate, c_new, target, k):
+    """target = o * tanh(c'), the hidden state without layer norm."""
+    for j in range(target.shape[0]):
+        target[j] = output_gate[j] * _tanh(c_new[j], k)
+
+
+@_jit_inline
+def _gate_gradients(
+    k, g, dg, c_prev, c_new, dr, d_c, d_new, tanh_squashed, carry_c, keep, zoneout_c, p_i, p_f, p_o,
+    gate_inside, cell_hat, cell_rstd, ln_cw, ln_cb, gains, row, coupled, clip,
+):  # fmt: skip
+    """One row's dL/d(gate pre-activations) into ``dg`` (4H,), from dr = dL/d(o * tanh(LN_c(c')))
+    (H,) and d_c = dL/dc_t (H,), which becomes dL/dc_{t-1}. With layer norm of the cell, its
+    gains' gradients are added into ``gains``; zoneout of the cell keeps ``keep`` of c_{t-1}.
+    ``d_new``, ``tanh_squashed`` and ``carry_c`` are scratch (H,)."""
+    size = c_new.shape[0]
+    one, zero = k[ONE], k[ZERO]
+    layer_norm = ln_cw.shape[0] > 0
+    clipping = clip < np.inf
+    input_gate, forget_gate, candidate, output_gate = (
+        g[:size],
+        g[size : 2 * size],
+        g[2 * size : 3 * size],
+        g[3 * size :],
+    )
+    d_i, d_f, d_g, d_o = dg[:size], dg[size : 2 * size], dg[2 * size : 3 * size], dg[3 * size :]
+    if layer_norm:
+        hat = cell_hat[row]
+        for j in range(size):
+            tanh_squashed[j] = _tanh(hat[j] * ln_cw[j] + ln_cb[j], k)
+    else:
+        for j in range(size):
+            tanh_squashed[j] = _tanh(c_new[j], k)
+    for j in range(size):
+        d_o[j] = dr[j] * tanh_squashed[j] * output_gate[j] * (one - output_gate[j])
+        d_new[j] = dr[j] * output_gate[j] * (one - tanh_squashed[j] * tanh_squashed[j])
+    if clipping:
+        inside = gate_inside[row, 3 * size :]
+        for j in range(size):
+            d_o[j] = d_o[j] if inside[j] else zero
+    if layer_norm:  # d_new is dL/dLN_c(c') here: the cell gains' gradients
+        hat = cell_hat[row]
+        for j in range(size):
+            gains[4 * size + j] += d_new[j] * hat[j]
+            gains[5 * size + j] += d_new[j]
+            d_new[j] *= ln_cw[j]
+        _normalise_backward(d_new, cell_hat[row], cell_rstd[row, 0], k[INV_SIZE], d_new, k)
+    if zoneout_c:
+        for j in range(size):
+            carry_c[j] = d_c[j] * keep[j]
+            d_new[j] += d_c[j] * (one - keep[j])
+    else:
+        for j in range(size):
+            d_new[j] += d_c[j]
+    if p_o.shape[0] > 0:
+        _add_product(d_new, d_o, p_o)
+    for j in range(size):
+        d_g[j] = d_new[j] * input_gate[j] * (one - candidate[j] * candidate[j])
+        d_f[j] = d_new[j] * c_prev[j]
+    if coupled:  # i = 1 - f: the forget gate takes the input gate's gradient, negated
+        for j in range(size):
+            d_f[j] -= d_new[j] * candidate[j]
+            d_i[j] = zero
+    else:
+        for j in range(size):
+            d_i[j] = d_new[j] * candidate[j] * input_gate[j] * (one - input_gate[j])
+    for j in range(size):
+        d_f[j] *= forget_gate[j] * (one - forget_gate[j])
+    if clipping:
+        inside = gate_inside[row]
+        for j in range(3 * size):
+            dg[j] = dg[j] if inside[j] else zero
+    for j in range(size):
+        d_c[j] = d_new[j] * forget_gate[j] + carry_c[j]
+    if p_i.shape[0] > 0:
+        _add_product(d_c, d_i, p_i)
+    if p_f.shape[0] > 0:
+        _add_product(d_c, d_f, p_f)
+
+
 # --- the input side beside the recurrence ----------------------------------------------------
 # A recurrence that runs on one thread (``_parts``) leaves the other cores idle, while the input
 # side before it (W_ih x of every row, one large product) makes it wait: 0.5 of a 3.5 ms call at
@@ -579,10 +711,8 @@ def _forward(
     steps = batch_sizes.shape[0]
     size = cell.shape[1]
     batch, hidden_size = hidden.shape
-    one = k[ONE]
     layer_norm = ln_hh.shape[0] > 0
     project = unprojected.shape[0] > 0  # its buffer exists only with a projection
-    clipping = clip < np.inf
     owners = (
         np.empty_like(hidden),
         np.empty((batch, 4 * size), dtype=gates.dtype),
@@ -615,9 +745,7 @@ def _forward(
         for b in range(first, stop):
             row = start + b
             a = gates[row]
-            # the four gates as views: loops that start at 0 prove their indices non-negative,
-            # which lets LLVM drop Numba's wraparound checks and vectorise them
-            a_i, a_f, a_g, a_o = a[:size], a[size : 2 * size], a[2 * size : 3 * size], a[3 * size :]
+            a_o = a[3 * size :]
             c_prev = cell[b]
             c_new = cell_new[row]
             if layer_norm:
@@ -628,30 +756,7 @@ def _forward(
             else:
                 for j in range(4 * size):
                     a[j] += z[b, j] + bias[j]
-            if p_i.shape[0] > 0:
-                _add_product(a_i, p_i, c_prev)
-            if p_f.shape[0] > 0:
-                _add_product(a_f, p_f, c_prev)
-            if clipping:
-                _clip(a[: 3 * size], gate_inside[row, : 3 * size], clip)
-            for j in range(size):
-                a_f[j] = _sigmoid(a_f[j], k)
-            if coupled:
-                for j in range(size):
-                    a_i[j] = one - a_f[j]
-            else:
-                for j in range(size):
-                    a_i[j] = _sigmoid(a_i[j], k)
-            for j in range(size):
-                a_g[j] = _tanh(a_g[j], k)
-            for j in range(size):
-                c_new[j] = a_f[j] * c_prev[j] + a_i[j] * a_g[j]
-            if p_o.shape[0] > 0:
-                _add_product(a_o, p_o, c_new)
-            if clipping:
-                _clip(a_o, gate_inside[row, 3 * size :], clip)
-            for j in range(size):
-                a_o[j] = _sigmoid(a_o[j], k)
+            _activate(a, c_prev, c_new, p_i, p_f, p_o, gate_inside, row, coupled, clip, k)
             target = unprojected[row] if project else h_new[b]
             if layer_norm:
                 cell_rstd[row, 0] = _normalise(c_new, cell_hat[row], k[INV_SIZE], k)
@@ -659,8 +764,7 @@ def _forward(
                 for j in range(size):
                     target[j] = a_o[j] * _tanh(hat[j] * ln_cw[j] + ln_cb[j], k)
             else:
-                for j in range(size):
-                    target[j] = a_o[j] * _tanh(c_new[j], k)
+                _squash(a_o, c_new, target, k)
             if keep_c.shape[0] > 0:
                 _mix(keep_c[row], c_prev, c_new, cells[row], k)
             elif keep_c_value > 0:
@@ -699,24 +803,26 @@ def _backward(
     steps = batch_sizes.shape[0]
     size = dc.shape[1]
     batch, hidden_size = dh.shape
-    one, zero = k[ONE], k[ZERO]
+    one = k[ONE]
     layer_norm = ln_hh.shape[0] > 0
     project = d_projected.shape[0] > 0
-    clipping = clip < np.inf
     zoneout_h = keep_h.shape[0] > 0 or keep_h_value > 0
+    zoneout_c = keep_c.shape[0] > 0 or keep_c_value > 0
     owners = (
         np.empty_like(dh),  # d_hidden: dL/dh'_t of the step's rows
         np.zeros_like(dh),  # carry_h: the part of dL/dh_t that zoneout passes to h_{t-1}
         np.empty((batch, size), dtype=dh.dtype),  # d_r: dL/d(o * tanh(LN_c(c')))
         np.empty_like(dh),  # dh_in
+        np.empty(size, dtype=dh.dtype),  # d_new: dL/dc'
+        np.zeros(size, dtype=dh.dtype),  # carry_c: the part of dL/dc_t that zoneout passes to c_{t-1}
+        np.empty(size, dtype=dh.dtype),  # tanh_squashed
+        np.full(size, keep_c_value, dtype=dh.dtype),  # keep_row_c
     )
     d_hidden, carry_h = _borrowed(owners[0]), _borrowed(owners[1])
     d_r, dh_in = _borrowed(owners[2]), _borrowed(owners[3])
-    d_new = np.empty(size, dtype=dh.dtype)  # dL/dc'
-    carry_c = np.zeros(size, dtype=dh.dtype)  # the part of dL/dc_t that zoneout passes to c_{t-1}
-    tanh_squashed = np.empty(size, dtype=dh.dtype)
+    d_new, carry_c = _borrowed(owners[4]), _borrowed(owners[5])
+    tanh_squashed, keep_row_c = _borrowed(owners[6]), _borrowed(owners[7])
     scaled = np.empty(4 * size, dtype=dh.dtype)
-    keep_row_c = np.full(size, keep_c_value, dtype=dh.dtype)
     keep_row_h = np.full(hidden_size, keep_h_value, dtype=dh.dtype)
     threads = _one_mkl_thread(mkl_addresses)
     for s in range(steps):
@@ -742,73 +848,13 @@ def _backward(
                 _copy(d_hidden[b], d_r[b])
         for b in range(first, stop):
             row = start + b
-            g = gates[row]
             dg = d_gates[row]
-            # views of the four gates, as in _forward
-            input_gate, forget_gate, candidate, output_gate = (
-                g[:size],
-                g[size : 2 * size],
-                g[2 * size : 3 * size],
-                g[3 * size :],
-            )
-            d_i, d_f, d_g, d_o = dg[:size], dg[size : 2 * size], dg[2 * size : 3 * size], dg[3 * size :]
-            c_prev = cell_prev[row]
-            d_c = dc[b]
-            if layer_norm:
-                hat = cell_hat[row]
-                for j in range(size):
-                    tanh_squashed[j] = _tanh(hat[j] * ln_cw[j] + ln_cb[j], k)
-            else:
-                c_new = cell_new[row]
-                for j in range(size):
-                    tanh_squashed[j] = _tanh(c_new[j], k)
-            dr = d_r[b]
-            for j in range(size):
-                d_o[j] = dr[j] * tanh_squashed[j] * output_gate[j] * (one - output_gate[j])
-                d_new[j] = dr[j] * output_gate[j] * (one - tanh_squashed[j] * tanh_squashed[j])
-            if clipping:
-                inside = gate_inside[row, 3 * size :]
-                for j in range(size):
-                    d_o[j] = d_o[j] if inside[j] else zero
-            if layer_norm:  # d_new is dL/dLN_c(c') here: the cell gains' gradients
-                hat = cell_hat[row]
-                for j in range(size):
-                    gains[4 * size + j] += d_new[j] * hat[j]
-                    gains[5 * size + j] += d_new[j]
-                    d_new[j] *= ln_cw[j]
-                _normalise_backward(d_new, cell_hat[row], cell_rstd[row, 0], k[INV_SIZE], d_new, k)
-            if keep_c.shape[0] > 0 or keep_c_value > 0:
-                keep = keep_c[row] if keep_c.shape[0] > 0 else keep_row_c
-                for j in range(size):
-                    carry_c[j] = d_c[j] * keep[j]
-                    d_new[j] += d_c[j] * (one - keep[j])
-            else:
-                for j in range(size):
-                    d_new[j] += d_c[j]
-            if p_o.shape[0] > 0:
-                _add_product(d_new, d_o, p_o)
-            for j in range(size):
-                d_g[j] = d_new[j] * input_gate[j] * (one - candidate[j] * candidate[j])
-                d_f[j] = d_new[j] * c_prev[j]
-            if coupled:  # i = 1 - f: the forget gate takes the input gate's gradient, negated
-                for j in range(size):
-                    d_f[j] -= d_new[j] * candidate[j]
-                    d_i[j] = zero
-            else:
-                for j in range(size):
-                    d_i[j] = d_new[j] * candidate[j] * input_gate[j] * (one - input_gate[j])
-            for j in range(size):
-                d_f[j] *= forget_gate[j] * (one - forget_gate[j])
-            if clipping:
-                inside = gate_inside[row]
-                for j in range(3 * size):
-                    dg[j] = dg[j] if inside[j] else zero
-            for j in range(size):
-                d_c[j] = d_new[j] * forget_gate[j] + carry_c[j]
-            if p_i.shape[0] > 0:
-                _add_product(d_c, d_i, p_i)
-            if p_f.shape[0] > 0:
-                _add_product(d_c, d_f, p_f)
+            keep = keep_c[row] if keep_c.shape[0] > 0 else keep_row_c
+            _gate_gradients(
+                k, gates[row], dg, cell_prev[row], cell_new[row], d_r[b], dc[b], d_new, tanh_squashed,
+                carry_c, keep, zoneout_c, p_i, p_f, p_o, gate_inside, cell_hat, cell_rstd, ln_cw, ln_cb,
+                gains, row, coupled, clip,
+            )  # fmt: skip
             if layer_norm:
                 hat = hh_hat[row]
                 for j in range(4 * size):
@@ -922,8 +968,6 @@ def _rows(batch_sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
 
 def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, options: LSTMOptions) -> tuple:
     """The arguments that forward and backward take in the same order, after their own."""
-    keep_c, keep_c_value = _keep(masks.keep_cell, like)
-    keep_h, keep_h_value = _keep(masks.keep_hidden, like)
     vectors = (
         w.peephole_i,
         w.peephole_f,
@@ -933,7 +977,11 @@ def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, opt
         w.layer_norm_cell_bias,
     )
     sizes, offsets = _rows(batch_sizes)
-    clip = like.dtype.type(math.inf if options.clip is None else options.clip)
+    if all(v is None for v in (*vectors, *masks)):
+        options_part, last = _plain_options(like.dtype, options)
+        return (*options_part, offsets, sizes), last
+    keep_c, keep_c_value = _keep(masks.keep_cell, like)
+    keep_h, keep_h_value = _keep(masks.keep_hidden, like)
     return (
         *(_array(v, like, 1) for v in vectors),
         _array(masks.recurrent, like, 2),
@@ -943,7 +991,22 @@ def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, opt
         keep_h_value,
         offsets,
         sizes,
-    ), (options.coupled, clip)
+    ), _last(like.dtype, options)
+
+
+@functools.cache
+def _last(dtype: np.dtype, options: LSTMOptions) -> tuple:
+    """The kernels' last arguments: (coupled, clip bound in ``dtype``)."""
+    return options.coupled, dtype.type(math.inf if options.clip is None else options.clip)
+
+
+@functools.cache
+def _plain_options(dtype: np.dtype, options: LSTMOptions) -> tuple[tuple, tuple]:
+    """``_shared``'s arguments before the rows', and its last ones, for a layer without peepholes,
+    layer norm or masks: the same for every call, made once (they cost 10-15 µs of a short call)."""
+    like = _empty(dtype, 2)
+    absent = (*(_empty(dtype, 1) for _ in range(6)), like, *_keep(None, like), *_keep(None, like))
+    return absent, _last(dtype, options)
 
 
 def _bias(w: LSTMWeights, like: np.ndarray) -> np.ndarray:
@@ -1033,7 +1096,7 @@ class NumbaLoops:
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
         batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        hidden, cell = h0.detach().clone().contiguous(), c0.detach().clone().contiguous()
+        hidden, cell = (s.detach().clone(memory_format=torch.contiguous_format) for s in (h0, c0))
         like = ws.gates.numpy()
         shared, last = _shared(w, masks, like, batch_sizes, options)
         buffers = (ws.unprojected, ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
