@@ -27,7 +27,7 @@ from torch import Tensor
 from . import cpu
 from .contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 from .cpu import ONE, _activate, _borrowed, _gate_gradients, _jit, _mix, _squash, _wide_vectors
-from .lstm_function import Gradients, Workspace, lstm_layer_with
+from .lstm_function import Gradients, Loops, Workspace, lstm_layer_with
 
 
 @_jit
@@ -122,14 +122,11 @@ def _numpy(tensor: Tensor) -> np.ndarray:
     return (tensor.detach() if tensor.requires_grad else tensor).contiguous().numpy()
 
 
-class StepLoops:
+class StepLoops(Loops):
     """One step's recurrences (see ``lstm_function.Loops``), without layer norm or projection."""
 
     SUMS_GAINS = False  # no layer norm here
     ADDS_BIAS = True  # in the kernel's pass over each row: one torch call less a step
-
-    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        return False
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,

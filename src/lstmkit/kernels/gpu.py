@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .contract import LAYER_NORM_EPS, LSTMMasks, LSTMOptions, LSTMWeights
-from .lstm_function import Gradients, Workspace, lstm_layer_with
+from .lstm_function import Gradients, Loops, Workspace, lstm_layer_with
 
 DTYPES = (torch.float32, torch.float64)
 BLOCK_B = 16  # sequences per program: tl.dot's smallest tile
@@ -124,14 +124,11 @@ def _pointer(tensor: Tensor | None, like: Tensor) -> Tensor:
     return tensor.view(torch.uint8) if tensor.dtype == torch.bool else tensor
 
 
-class TritonLoops:
+class TritonLoops(Loops):
     """The LSTM recurrences as one Triton kernel launch each (see ``lstm_function.Loops``)."""
 
     SUMS_GAINS = False
     ADDS_BIAS = False
-
-    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        return False
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,

@@ -97,7 +97,9 @@ class Loops(Protocol):
 
     def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
         """Whether ``forward`` computes the input side W_ih x itself, beside its recurrence (asked
-        only without layer norm, and only of loops that add the biases, ``ADDS_BIAS``)."""
+        only without layer norm, and only of loops that add the biases, ``ADDS_BIAS``). Never, for
+        loops that subclass this protocol and keep this method."""
+        return False
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,

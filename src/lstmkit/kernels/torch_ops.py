@@ -19,6 +19,7 @@ from torch import Tensor
 from .contract import LSTMMasks, LSTMOptions, LSTMWeights
 from .lstm_function import (
     Gradients,
+    Loops,
     Workspace,
     layer_norm,
     layer_norm_backward,
@@ -33,14 +34,11 @@ def _rows(mask: Tensor, start: int, stop: int) -> Tensor:
     return mask if mask.dim() == 0 else mask[start:stop]
 
 
-class TorchLoops:
+class TorchLoops(Loops):
     """The LSTM recurrences as PyTorch calls (see ``lstm_function.Loops``)."""
 
     SUMS_GAINS = False
     ADDS_BIAS = False
-
-    def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        return False
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
