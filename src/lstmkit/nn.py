@@ -660,10 +660,12 @@ class _Cell(_TorchLike):
             s += f", backend={self.backend!r}"
         return s
 
-    def _prepare(self, input: Tensor, hx: object) -> tuple[Tensor, tuple[Tensor, ...], bool]:
-        """Checked (x (B, I), state tensors (B, H), batched) for one step."""
+    def _prepare(self, input: Tensor, hx: object, weight: Tensor) -> tuple[Tensor, tuple[Tensor, ...], bool]:
+        """Checked (x (B, I), state tensors (B, H), batched) for one step; ``weight``, W_ih, gives
+        the dtype and device they must have (the caller has it from the parameter dict, see
+        ``_Recurrent._run``)."""
         owner = type(self).__name__
-        x = _checks.tensor_input(owner, input, self.input_size, self.weight_ih, (1, 2))
+        x = _checks.tensor_input(owner, input, self.input_size, weight, (1, 2))
         batched = x.dim() == 2
         if not batched:
             x = x.unsqueeze(0)
@@ -672,7 +674,7 @@ class _Cell(_TorchLike):
             return x, tuple(x.new_zeros(batch, self.hidden_size) for _ in self._state_names), batched
         state = _checks.state(owner, hx, self._state_names)
         expected = [(batch, self.hidden_size) if batched else (self.hidden_size,)] * len(state)
-        _checks.state_shapes(owner, state, self._state_names, expected, self.weight_ih)
+        _checks.state_shapes(owner, state, self._state_names, expected, weight)
         return x, state if batched else tuple(s.unsqueeze(0) for s in state), batched
 
 
@@ -759,9 +761,9 @@ class LSTMCell(_Cell):
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, *, return_gates: bool = False
     ) -> tuple:
         """``(h_1, c_1) = cell(input, (h_0, c_0))``; shapes in the class docstring."""
-        x, state, batched = self._prepare(input, hx)
-        v = self.variants
         weights = LSTMWeights(*self._weights("", LSTMWeights._fields))
+        x, state, batched = self._prepare(input, hx, weights.w_ih)
+        v = self.variants
         recurrent, weight_mask = self._sequence_masks(x.shape[0])
         if weight_mask is not None:
             weights = weights._replace(w_hh=weights.w_hh * weight_mask)
@@ -821,8 +823,8 @@ class RNNCell(_Cell):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """``h_1 = cell(input, h_0)``; shapes in the class docstring."""
-        x, state, batched = self._prepare(input, hx)
-        kernel = functional.kernel(self.backend, "rnn", x, steps=1)
         weights = self._weights("", ("w_ih", "w_hh", "b_ih", "b_hh"))
+        x, state, batched = self._prepare(input, hx, weights[0])
+        kernel = functional.kernel(self.backend, "rnn", x, steps=1)
         _, (hidden,), _ = kernel(x, state, weights, [x.shape[0]], False, self.nonlinearity)
         return hidden if batched else hidden.squeeze(0)
