@@ -173,3 +173,21 @@ def test_cells_take_the_one_step_kernels_unless_layer_norm(options, one_step, mo
     (h.sum() + c.sum()).backward()
     assert calls == (["_forward", "_backward"] if one_step else [])
     assert len(torch_calls) == (0 if one_step else 1)
+
+
+@needs_cpu
+def test_one_step_deterministic_run_to_run():
+    """The one-step kernels, as ``test_deterministic_run_to_run``: an LSTMCell with stochastic
+    options, same seed, bitwise equal states and gradients."""
+
+    def run() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        cell = lstmkit.LSTMCell(4, 6, zoneout=0.2, recurrent_dropout=0.2, peephole=True)
+        x = torch.randn(3, 4, requires_grad=True)
+        h, c = cell(x)
+        h, c = cell(x, (h, c))  # a second step from the first's states
+        (h.sum() + c.sum()).backward()
+        return [h, c, x.grad, *(p.grad for p in cell.parameters())]
+
+    for a, b in zip(run(), run(), strict=True):
+        assert torch.equal(a, b)

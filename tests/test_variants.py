@@ -340,6 +340,25 @@ def test_half_precision_runs_the_cpu_kernel_in_float32(options, dtype, bound):
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("dtype, bound", [(torch.bfloat16, 1e-2), (torch.float16, 1.5e-3)])
+@pytest.mark.parametrize(
+    "options", [{}, dict(peephole=True, zoneout=0.2, recurrent_dropout=0.3)], ids=["plain", "options"]
+)
+def test_half_precision_one_step_runs_the_step_kernels_in_float32(options, dtype, bound, monkeypatch):
+    """The one-step kernels in float16 and bfloat16, as the sequence kernel above: computed in
+    float32, held to the float64 reference up to the half type's rounding."""
+    calls = []
+    real = cpu_step._forward
+    monkeypatch.setattr(cpu_step, "_forward", lambda *a: calls.append(a[1].dtype) or real(*a))
+    results = _run_both(options, backend="auto", proj=0, dtype=dtype, steps=1)
+    assert calls and all(kind == np.float32 for kind in calls)
+    for k, (a, b) in enumerate(zip(*([t.detach() for t in r] for r in results), strict=True)):
+        assert a.dtype == dtype, f"item {k}: {a.dtype}"
+        error = float((a.double() - b).abs().max())
+        assert error <= bound * max(1.0, float(b.abs().max())), f"item {k}: error {error}"
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 def test_cpu_kernel_splits_the_batch_by_work(monkeypatch, torch_threads):
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 10)
     torch_threads(2)
