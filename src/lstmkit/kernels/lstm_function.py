@@ -44,6 +44,8 @@ def gather_previous(states: Tensor, initial: Tensor, previous: Previous) -> Tens
     """Each row's previous state (N, F) from ``states`` (N, F) and ``initial`` (B, F), without
     the concatenation of the two that an index into both would need (the backward pass's
     memory peak)."""
+    if previous.starts.shape[0] == states.shape[0]:  # one step: every row reads its initial state
+        return initial.index_select(0, previous.sequences)
     gathered = states.index_select(0, previous.rows)
     gathered[previous.starts] = initial.index_select(0, previous.sequences)
     return gathered
