@@ -95,7 +95,9 @@ def test_kernel_on_mkl_sets_mkl_to_one_thread_and_restores_it(monkeypatch):
     recorder = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda n: calls.append(n) or real(n))
     address = ctypes.cast(recorder, ctypes.c_void_p).value
     monkeypatch.setattr(cpu, "MKL_PRODUCTS", True)
-    monkeypatch.setattr(mkl, "addresses", lambda: (mkl._mkl().compute_address, address))
+    monkeypatch.setattr(
+        mkl, "addresses", lambda: (mkl._mkl().compute_address, address, mkl._mkl().gemm_address)
+    )
     before = real(0)
     real(before)
     blas = [library.get_num_threads() for library in cpu._blas_libraries()]

@@ -198,6 +198,11 @@ def _packed_product(address, a, packed, out):
     """out = a @ B for B packed by ``mkl.pack`` (float32 only)."""
 
 
+def _times_transposed(address, a, w, out):
+    """out = a @ w.T: MKL's sgemm at ``address`` for float32 where the kernel multiplies on MKL,
+    else Numba's np.dot (OpenBLAS), both reading w (N, K) as it is."""
+
+
 def _tanh(x, k):
     """tanh(x), by the dtype's method."""
 
@@ -215,6 +220,7 @@ def _series(r, k):
 if numba is not None:
     from llvmlite import ir
     from numba import types
+    from numba.core import cgutils
     from numba.extending import intrinsic, overload
 
     @intrinsic
@@ -319,6 +325,53 @@ if numba is not None:
         )
         return (types.void(address, a, packed, out), codegen) if valid else None
 
+    @intrinsic
+    def _sgemm_nt(typingctx, address, a, w, out):
+        """out = a @ w.T by MKL's Fortran ``sgemm_`` at ``address`` (no packed operand): row-major
+        float32 matrices whose rows are contiguous, w (N, K) as the module holds W_ih. Row-major
+        out (r, N) is column-major out.T = op(w) @ a.T with op transposing: sgemm_("T", "N", N, r,
+        K, 1, w, K, a, K, 0, out, N), every argument by pointer."""
+
+        def codegen(context, builder, signature, args):
+            int32, pointer = ir.IntType(32), ir.IntType(8).as_pointer()
+            a_, w_, out_ = (
+                context.make_array(t)(context, builder, v)
+                for t, v in zip(signature.args[1:], args[1:], strict=True)
+            )
+            item = context.get_constant(types.intp, 4)
+
+            def by_pointer(value):
+                return builder.bitcast(cgutils.alloca_once_value(builder, value), pointer)
+
+            def size(array, axis):
+                return by_pointer(builder.trunc(builder.extract_value(array.shape, axis), int32))
+
+            def leading(array):
+                rows = builder.sdiv(builder.extract_value(array.strides, 0), item)
+                return by_pointer(builder.trunc(rows, int32))
+
+            def data(array):
+                return builder.bitcast(array.data, pointer)
+
+            character, number = ir.IntType(8), ir.FloatType()
+            function = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), [pointer] * 13).as_pointer())
+            builder.call(
+                function,
+                [
+                    by_pointer(ir.Constant(character, ord("T"))), by_pointer(ir.Constant(character, ord("N"))),
+                    size(w_, 0), size(a_, 0), size(a_, 1), by_pointer(ir.Constant(number, 1.0)),
+                    data(w_), leading(w_), data(a_), leading(a_), by_pointer(ir.Constant(number, 0.0)),
+                    data(out_), leading(out_),
+                ],
+            )  # fmt: skip
+            return context.get_dummy_value()
+
+        valid = isinstance(address, types.Integer) and all(
+            isinstance(t, types.Array) and t.ndim == 2 and t.dtype == types.float32 and t.layout == "C"
+            for t in (a, w, out)
+        )
+        return (types.void(address, a, w, out), codegen) if valid else None
+
     def _flag(context, builder, signature, args):
         """The address of flags[index] for an intrinsic's (flags, index, ...) arguments."""
         flags = context.make_array(signature.args[0])(context, builder, args[0])
@@ -407,6 +460,19 @@ if numba is not None:
         if x == types.float32:
             return lambda x, k: k[HALF] + k[HALF] * _rational_tanh(k[HALF] * x, k)
         return lambda x, k: k[ONE] / (k[ONE] + _exp(-x, k))
+
+    @overload(_times_transposed, jit_options=_GATE_OPTIONS)
+    def _times_transposed_overload(address, a, w, out):
+        if a.dtype == types.float32:
+
+            def times(address, a, w, out):
+                if address != 0:
+                    _sgemm_nt(address, a, w, out)
+                else:
+                    np.dot(a, w.T, out)
+
+            return times
+        return lambda address, a, w, out: np.dot(a, w.T, out)  # float64: OpenBLAS
 
     @overload(_packed_product, jit_options=_GATE_OPTIONS)
     def _packed_product_overload(address, a, packed, out):
@@ -503,13 +569,13 @@ def _keep_alive(owners):
 def _one_mkl_thread(mkl_addresses):
     """MKL on one thread for the calling thread (the kernel's parts are the threads; see
     ``_OneBlasThread``), when the kernel multiplies on MKL; returns the previous setting."""
-    compute, threads = mkl_addresses
+    compute, threads, _ = mkl_addresses
     return _call_int(threads, 1) if compute != 0 else np.int32(0)
 
 
 @_jit
 def _restore_mkl_threads(mkl_addresses, previous):
-    compute, threads = mkl_addresses
+    compute, threads, _ = mkl_addresses
     if compute != 0:
         _call_int(threads, previous)
 
@@ -655,29 +721,29 @@ def _gate_gradients(
 
 
 @_jit
-def _project_range(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, r):
+def _project_range(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse, r):
     """gates = x @ W_ih.T on the rows of range ``r`` (steps bounds[r] to bounds[r + 1] in visiting
-    order); ``w_ih_t`` = ``_blocked(W_ih.T)``."""
+    order), from W_ih (4H, I) as the module holds it: nothing to pack or copy before the call."""
     steps = batch_sizes.shape[0]
     low, high = (steps - bounds[r + 1], steps - bounds[r]) if reverse else (bounds[r], bounds[r + 1])
     rows = slice(offsets[low], offsets[high - 1] + batch_sizes[high - 1])
-    _product(x[rows], w_ih_t, gates[rows], mkl_addresses)
+    _times_transposed(mkl_addresses[2], x[rows], w_ih, gates[rows])
     _store_release(claims, 1 + r, 1)
 
 
 @_jit
-def _project(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse):
+def _project(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse):
     """The helper: every range not yet taken, in order."""
     threads = _one_mkl_thread(mkl_addresses)
     r = _fetch_add(claims, 0)
     while r < bounds.shape[0] - 1:
-        _project_range(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, r)
+        _project_range(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse, r)
         r = _fetch_add(claims, 0)
     _restore_mkl_threads(mkl_addresses, threads)
 
 
 @_jit
-def _input_ready(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, r):
+def _input_ready(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse, r):
     """Return once range ``r`` is done, computing ranges nobody has taken meanwhile; False if the
     helper gave up."""
     while True:
@@ -688,7 +754,7 @@ def _input_ready(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch
             taken = _fetch_add(claims, 0)
             if taken < bounds.shape[0] - 1:
                 _project_range(
-                    mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, taken
+                    mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse, taken
                 )
 
 
@@ -699,7 +765,7 @@ def _input_ready(mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch
 def _forward(
     k, mkl_addresses, gates, bias, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat,
     cell_rstd, gate_inside, hidden, cell, w_hh_t, w_hr_t, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
-    recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, x, w_ih_t, bounds,
+    recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, x, w_ih, bounds,
     claims, first, last, reverse, coupled, clip,
 ):  # fmt: skip
     _wide_vectors()
@@ -728,7 +794,7 @@ def _forward(
         if s >= bounds[r + 1]:
             r += 1
             if not _input_ready(
-                mkl_addresses, x, w_ih_t, gates, bounds, claims, offsets, batch_sizes, reverse, r
+                mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse, r
             ):
                 break
         t = steps - 1 - s if reverse else s
@@ -899,7 +965,7 @@ def _on_mkl(like: np.ndarray) -> bool:
 
 def _mkl_addresses(like: np.ndarray) -> tuple[int, int]:
     """The kernels' ``mkl_addresses``: MKL's packed gemm and thread setting, or zeros."""
-    return mkl.addresses() if _on_mkl(like) else (0, 0)
+    return mkl.addresses() if _on_mkl(like) else (0, 0, 0)
 
 
 def _blocked(
@@ -1028,7 +1094,8 @@ def _step_work(w: LSTMWeights) -> int:
 # Intel machine, one layer's forward, shared / before (medians of 100-150 interleaved calls):
 # (T, B, H) = (400, 1, 64), 6.6e6, +9%; (1000, 1, 64), 1.6e7, +5%; (100, 4, 128), 2.6e7, +2%;
 # (500, 1, 128), 3.3e7, -5%; (1000, 1, 128), 6.6e7, -7 to -9% (3.65-3.96 ms against 3.99-4.34);
-# (300, 1, 256), 7.9e7, -7%.
+# (300, 1, 256), 7.9e7, -7%. With W_ih no longer packed first (``_input_side``), still a loss
+# below: (200, 1, 64) +17%, (400, 1, 64) +4%, (1000, 1, 64) +3% (whole calls, one process).
 MIN_PROJECT_WORK = 20_000_000
 # The ranges of ``_project`` in rows: the first short, so that the recurrence starts soon, then
 # twice as long each time up to the longest
@@ -1051,15 +1118,17 @@ def _ranges(steps: int, batch: int) -> np.ndarray:
 
 
 def _input_side(x: Tensor | None, w_ih: Tensor, like: np.ndarray, batch_sizes: Sequence[int]) -> tuple:
-    """``_forward``'s (x, w_ih_t, bounds, claims): with ``x``, the input side to compute in ranges
-    (``_project``); without, none."""
-    batch = batch_sizes[0]
+    """``_forward``'s (x, w_ih, bounds, claims): with ``x``, the input side to compute in ranges
+    (``_project``); without, none. W_ih goes as it is, multiplied by MKL's plain sgemm
+    (``_sgemm_nt``) or OpenBLAS: packing it for MKL's packed product first took 167 µs of a
+    (1000, 1, 128) call after other work, before the recurrence's first step. One layer's forward,
+    new / packed, medians of 150 interleaved calls: (300, 1, 256) 0.89, (100, 4, 128) 0.94,
+    (500, 1, 128) 0.97, (1000, 1, 128) 0.97-1.00 (there the recurrence computes the first short
+    ranges itself, each sgemm call packing W_ih inside MKL again)."""
     if x is None:
-        return _empty(like.dtype, 2), _blocked(None, like, batch), *_ONE_RANGE
-    bounds = _ranges(len(batch_sizes), batch)
-    longest = int(np.diff(bounds).max()) * batch
-    claims = np.zeros(len(bounds), dtype=np.int64)
-    return _array(x, like, 2), _blocked(w_ih, like, longest, transpose=True), bounds, claims
+        return _empty(like.dtype, 2), _empty(like.dtype, 2), *_ONE_RANGE
+    bounds = _ranges(len(batch_sizes), batch_sizes[0])
+    return _array(x, like, 2), _array(w_ih, like, 2), bounds, np.zeros(len(bounds), dtype=np.int64)
 
 
 def _helper(arguments: tuple, claims: np.ndarray) -> Callable[[], None]:
@@ -1111,9 +1180,9 @@ class NumbaLoops:
         parts = _parts(shared[-1], _step_work(w))
         calls = [functools.partial(_forward, *arguments, *part, reverse, *last) for part in parts]
         if x is not None:  # after the recurrence, which never waits for it to start (``pool.run``)
-            rows, w_ih_t, bounds, claims = input_side
+            rows, w_ih, bounds, claims = input_side
             offsets, sizes = shared[-2:]
-            helper = (addresses, rows, w_ih_t, like, bounds, claims, offsets, sizes, reverse)
+            helper = (addresses, rows, w_ih, like, bounds, claims, offsets, sizes, reverse)
             calls.append(_helper(helper, claims))
         with _blas_threads(like):
             pool.run(calls)

@@ -4,7 +4,7 @@ The step's recurrent product W_hh h_0 is known before the step, so it joins the 
 one more product in PyTorch, and the compiled kernels are only the gate arithmetic: no packed
 W_hh and none of the sequence kernels' set-up, which a single step cannot repay (measured for
 an LSTMCell of H = 64 at batch 1, inference: 148 µs on the sequence kernel, 116 µs on the torch
-backend, nn.LSTMCell 50 µs). ``StepLoops`` plugs into the shared ``lstm_function.LSTMLayer`` as
+backend, 82-92 µs on these kernels; nn.LSTMCell 44-50 µs). ``StepLoops`` plugs into the shared ``lstm_function.LSTMLayer`` as
 ``cpu.NumbaLoops`` does, and each row's arithmetic is the sequence kernels' own
 (``cpu._activate``, ``cpu._gate_gradients``), so the two cannot drift apart.
 

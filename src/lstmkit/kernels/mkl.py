@@ -4,7 +4,9 @@ torch's x86-64 Linux wheels link MKL into ``libtorch_cpu`` and export, among its
 ``cblas_sgemm_pack`` and ``cblas_sgemm_compute``: a product's right-hand matrix packed once into
 MKL's internal layout, then multiplied many times. A recurrence multiplies by the same W_hh at
 every step, so each kernel call packs it once (replacing the transposed copy that OpenBLAS needs)
-and every step computes with it.
+and every step computes with it. The input side that a helper thread computes beside the
+recurrence, in ranges of steps, multiplies by W_ih once per range: there the Fortran ``sgemm_``
+reads W_ih as the module holds it, without a pack before the call (``cpu._input_side``).
 
 MKL runs its AVX-512 code on Intel processors only; on others it takes its AVX2 code, and oneDNN
 (the whole-sequence products, ``matmul``) and OpenBLAS (the compiled kernel's per-step products,
@@ -46,6 +48,7 @@ class _MKL(NamedTuple):
     set_num_threads_local: Callable[[int], int]
     compute_address: int
     threads_address: int
+    gemm_address: int
 
 
 @functools.cache
@@ -55,10 +58,10 @@ def _mkl() -> _MKL | None:
         library = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
     except OSError:  # another platform's build
         return None
-    names = ("cblas_sgemm_pack_get_size", "cblas_sgemm_pack", "cblas_sgemm_compute", "MKL_Set_Num_Threads_Local")  # fmt: skip
+    names = ("cblas_sgemm_pack_get_size", "cblas_sgemm_pack", "cblas_sgemm_compute", "MKL_Set_Num_Threads_Local", "sgemm_")  # fmt: skip
     if not all(hasattr(library, name) for name in names):
         return None
-    size, pack, _, threads = (getattr(library, name) for name in names)
+    size, pack, _, threads, _ = (getattr(library, name) for name in names)
     size.restype, size.argtypes = ctypes.c_size_t, [ctypes.c_int] * 4
     pack.restype = None
     pack.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
@@ -67,7 +70,14 @@ def _mkl() -> _MKL | None:
     def address(name: str) -> int:
         return ctypes.cast(getattr(library, name), ctypes.c_void_p).value
 
-    return _MKL(size, pack, threads, address("cblas_sgemm_compute"), address("MKL_Set_Num_Threads_Local"))
+    return _MKL(
+        size,
+        pack,
+        threads,
+        address("cblas_sgemm_compute"),
+        address("MKL_Set_Num_Threads_Local"),
+        address("sgemm_"),
+    )
 
 
 @functools.cache
@@ -93,11 +103,11 @@ def available() -> bool:
     return _mkl() is not None
 
 
-def addresses() -> tuple[int, int]:
-    """(``cblas_sgemm_compute``, ``int MKL_Set_Num_Threads_Local(int)``): the compiled kernel's
-    entry points, by address."""
+def addresses() -> tuple[int, int, int]:
+    """(``cblas_sgemm_compute``, ``int MKL_Set_Num_Threads_Local(int)``, the Fortran ``sgemm_``):
+    the compiled kernel's entry points, by address."""
     mkl = _mkl()
-    return mkl.compute_address, mkl.threads_address
+    return mkl.compute_address, mkl.threads_address, mkl.gemm_address
 
 
 def pack(matrix: np.ndarray, rows: int) -> np.ndarray:
