@@ -99,7 +99,7 @@ def preferred() -> bool:
 
 
 def available() -> bool:
-    """Whether torch exports the packed float32 gemm."""
+    """Whether torch exports the packed float32 gemm, the plain one and the thread setting."""
     return _mkl() is not None
 
 
