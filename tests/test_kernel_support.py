@@ -139,6 +139,37 @@ def test_mkl_packed_product_equals_float64_product(shape, transposed):
         assert (guarded[0] == 7.0).all() and (guarded[-1] == 7.0).all()
 
 
+@functools.cache
+def _times_transposed():
+    """The input side's product (callable from compiled code only), compiled for Python."""
+    import numba
+
+    return numba.njit(lambda address, a, w, out: cpu._times_transposed(address, a, w, out))
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("library", ["mkl", "openblas"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 3, 20), (8, 128, 512), (37, 5, 12)])
+def test_input_side_product_equals_float64_product(shape, dtype, library):
+    """out = a @ W.T for W (N, K) as the module holds W_ih: MKL's Fortran sgemm by address for
+    float32 (rows of a larger array, as the helper's ranges are), OpenBLAS otherwise; nothing
+    written outside ``out``."""
+    if library == "mkl" and not mkl.available():
+        pytest.skip("torch exports no MKL here")
+    rows, depth, width = shape
+    generator = np.random.default_rng(0)
+    weight = generator.standard_normal((width, depth)).astype(dtype)
+    x = generator.standard_normal((rows + 4, depth)).astype(dtype)
+    guarded = np.full((rows + 6, width), 7.0, dtype=dtype)
+    address = mkl.addresses()[2] if library == "mkl" and dtype == np.float32 else 0
+    _times_transposed()(address, x[2 : rows + 2], weight, guarded[3 : rows + 3])
+    expected = x[2 : rows + 2].astype(np.float64) @ weight.astype(np.float64).T
+    bound = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.abs(guarded[3 : rows + 3] - expected).max() <= bound * max(1.0, np.abs(expected).max())
+    assert (guarded[:3] == 7.0).all() and (guarded[rows + 3 :] == 7.0).all()
+
+
 @pytest.fixture(params=["torch's OpenMP", "thread pool"])
 def runtime(request, monkeypatch):
     if request.param == "thread pool":
