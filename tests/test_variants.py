@@ -433,10 +433,10 @@ def test_one_step_kernels_gradcheck_with_every_option(coupled, clip):
         bernoulli(0.7, batch, hidden) / 0.7, bernoulli(0.3, batch, hidden), bernoulli(0.3, batch, hidden)
     )
     for bias in (True, False):
-        weights = LSTMWeights(
-            rand(4 * hidden, inputs), rand(4 * hidden, hidden), rand(4 * hidden) if bias else None,
-            rand(4 * hidden) if bias else None, None, None if coupled else rand(hidden), rand(hidden), rand(hidden),
-        )  # fmt: skip
+        w_ih, w_hh = rand(4 * hidden, inputs), rand(4 * hidden, hidden)
+        biases = (rand(4 * hidden), rand(4 * hidden)) if bias else (None, None)
+        peepholes = (None if coupled else rand(hidden), rand(hidden), rand(hidden))
+        weights = LSTMWeights(w_ih, w_hh, *biases, None, *peepholes)
         tensors = [t for t in weights if t is not None]
 
         def run(x, h0, c0, *values, weights=weights):

@@ -4,9 +4,9 @@ The step's recurrent product W_hh h_0 is known before the step, so it joins the 
 one more product in PyTorch, and the compiled kernels are only the gate arithmetic: no packed
 W_hh and none of the sequence kernels' set-up, which a single step cannot repay (measured for
 an LSTMCell of H = 64 at batch 1, inference: 148 µs on the sequence kernel, 116 µs on the torch
-backend, 82-92 µs on these kernels; nn.LSTMCell 44-50 µs). ``StepLoops`` plugs into the shared ``lstm_function.LSTMLayer`` as
-``cpu.NumbaLoops`` does, and each row's arithmetic is the sequence kernels' own
-(``cpu._activate``, ``cpu._gate_gradients``), so the two cannot drift apart.
+backend, 82-92 µs on these kernels; nn.LSTMCell 44-50 µs). ``StepLoops`` plugs into the shared
+``lstm_function.LSTMLayer`` as ``cpu.NumbaLoops`` does, and each row's arithmetic is the sequence
+kernels' own (``cpu._activate``, ``cpu._gate_gradients``), so the two cannot drift apart.
 
 Every option but layer norm and the projection, whose steps need the sequence kernel's
 row-wide passes; ``lstm_layer`` sends those, and every call of more than one step, there.
@@ -17,7 +17,6 @@ Shapes: B sequences (the N rows of the one step), H cell size = hidden size; gat
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,16 +35,15 @@ def _forward(
     keep_c, keep_c_value, keep_h, keep_h_value, coupled, clip,
 ):  # fmt: skip
     """One step over the rows of ``gates`` (B, 4H), which hold the pre-activations but the biases
-    (``bias`` = b_ih + b_hh, or empty): the activations in place, c' into ``cell_new``, the carried
-    c and h into ``cells`` and ``out``."""
+    (``bias`` = b_ih + b_hh, ``cpu._bias``): the activations in place, c' into ``cell_new``, the
+    carried c and h into ``cells`` and ``out``."""
     _wide_vectors()
     gates, cell_new, cells, out = _borrowed(gates), _borrowed(cell_new), _borrowed(cells), _borrowed(out)
     size = cell_new.shape[1]
-    if bias.shape[0] > 0:
-        for b in range(gates.shape[0]):
-            a = gates[b]
-            for j in range(4 * size):
-                a[j] += bias[j]
+    for b in range(gates.shape[0]):
+        a = gates[b]
+        for j in range(4 * size):
+            a[j] += bias[j]
     zoneout_c = keep_c.shape[0] > 0 or keep_c_value > 0
     zoneout_h = keep_h.shape[0] > 0 or keep_h_value > 0
     keep_row_c = np.full(size, keep_c_value, dtype=gates.dtype)
@@ -96,25 +94,14 @@ def _backward(
         )  # fmt: skip
 
 
-def _options(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, options: LSTMOptions) -> tuple:
-    """Both kernels' last arguments: peepholes, zoneout's masks, the options."""
-    vectors = (w.peephole_i, w.peephole_f, w.peephole_o)
-    if all(v is None for v in vectors) and masks.keep_cell is None and masks.keep_hidden is None:
-        return _plain(like.dtype, options)
-    return (
-        *(cpu._array(p, like, 1) for p in vectors),
-        *cpu._keep(masks.keep_cell, like),
-        *cpu._keep(masks.keep_hidden, like),
-        *cpu._last(like.dtype, options),
-    )
-
-
-@functools.cache
-def _plain(dtype: np.dtype, options: LSTMOptions) -> tuple:
-    """``_options`` without peepholes or zoneout, made once."""
-    like = cpu._empty(dtype, 2)
-    absent = (*(cpu._empty(dtype, 1) for _ in range(3)), *cpu._keep(None, like), *cpu._keep(None, like))
-    return (*absent, *cpu._last(dtype, options))
+def _options(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, options: LSTMOptions) -> tuple:
+    """Both kernels' last arguments: the sequence kernels' own (``cpu._shared``, made once for a
+    layer without options) less those a step has no use for: peepholes, zoneout's masks, the
+    options."""
+    shared, last = cpu._shared(w, masks, like, batch_sizes, options)
+    # shared = (p_i, p_f, p_o, the three layer-norm gains, recurrent, keep_c, keep_c_value,
+    # keep_h, keep_h_value, offsets, sizes)
+    return (*shared[:3], *shared[7:11], *last)
 
 
 def _numpy(tensor: Tensor) -> np.ndarray:
@@ -134,10 +121,9 @@ class StepLoops(Loops):
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         ws.gates.addmm_(h0 if masks.recurrent is None else h0 * masks.recurrent, w.w_hh.t())
         like = ws.gates.numpy()
-        bias = cpu._empty(like.dtype, 1) if w.b_ih is None else cpu._bias(w, like)
         _forward(
-            cpu.constants(like.dtype, c0.shape[1]), like, bias, _numpy(c0), _numpy(h0), ws.cell_new.numpy(),
-            ws.cells.numpy(), ws.out.numpy(), cpu._flags(ws.gate_inside), *_options(w, masks, like, options),
+            cpu.constants(like.dtype, c0.shape[1]), like, cpu._bias(w, like), _numpy(c0), _numpy(h0), ws.cell_new.numpy(),
+            ws.cells.numpy(), ws.out.numpy(), cpu._flags(ws.gate_inside), *_options(w, masks, like, batch_sizes, options),
         )  # fmt: skip
         # the final states are the step's rows, as tensors of their own: the Function returns
         # them beside ``out`` and ``cells``
@@ -153,7 +139,7 @@ class StepLoops(Loops):
         _backward(
             cpu.constants(like.dtype, dc.shape[1]), like, ws.cell_new.numpy(), cpu._flags(ws.gate_inside),
             gs.cell_prev.numpy(), d_out.numpy(), d_hn.numpy(), dc.numpy(), gs.d_gates.numpy(),
-            carry_h.numpy(), *_options(w, masks, like, options),
+            carry_h.numpy(), *_options(w, masks, like, batch_sizes, options),
         )  # fmt: skip
         dh = gs.d_gates @ w.w_hh  # dL/dh_0 through W_hh h_0, and through zoneout's carry
         if masks.recurrent is not None:

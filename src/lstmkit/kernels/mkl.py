@@ -58,7 +58,13 @@ def _mkl() -> _MKL | None:
         library = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
     except OSError:  # another platform's build
         return None
-    names = ("cblas_sgemm_pack_get_size", "cblas_sgemm_pack", "cblas_sgemm_compute", "MKL_Set_Num_Threads_Local", "sgemm_")  # fmt: skip
+    names = (
+        "cblas_sgemm_pack_get_size",
+        "cblas_sgemm_pack",
+        "cblas_sgemm_compute",
+        "MKL_Set_Num_Threads_Local",
+        "sgemm_",
+    )
     if not all(hasattr(library, name) for name in names):
         return None
     size, pack, _, threads, _ = (getattr(library, name) for name in names)
