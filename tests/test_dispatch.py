@@ -193,3 +193,145 @@ def test_one_step_deterministic_run_to_run():
 
     for a, b in zip(run(), run(), strict=True):
         assert torch.equal(a, b)
+
+
+def _count_inference(monkeypatch) -> list[int]:
+    """Calls of ``cpu.lstm_inference``, the compiled inference path, from here on."""
+    calls = []
+    real = cpu.lstm_inference
+    monkeypatch.setattr(cpu, "lstm_inference", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+@needs_cpu
+@pytest.mark.parametrize("backend", ["auto", *expand(["cpu"])])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        dict(num_layers=2, bidirectional=True),
+        dict(proj_size=3),
+        dict(batch_first=True, bias=False),
+        dict(cell_clip=0.5, coupled_input_forget=True),
+        dict(dtype=torch.float64, num_layers=2),
+    ],
+)
+@pytest.mark.parametrize("given_state", [False, True])
+def test_padded_inference_runs_the_compiled_path_and_equals_the_autograd_pass(
+    backend, config, given_state, monkeypatch
+):
+    """A padded forward with nothing to differentiate goes through ``functional.lstm_inference``
+    (NumPy arrays from end to end): bit for bit what the autograd pass computes, which matches
+    torch.nn.LSTM; the caller's states are read, never written."""
+    calls = _count_inference(monkeypatch)
+    torch.manual_seed(0)
+    with selected(backend) as name:
+        model = lstmkit.LSTM(4, 6, backend=name, **config).eval()
+        dtype = config.get("dtype", torch.float32)
+        x = torch.randn(5, 3, 4, dtype=dtype)  # (T, B, I)
+        if model.batch_first:
+            x = x.transpose(0, 1).contiguous()
+        depth = model.num_layers * model._directions
+        state = None
+        if given_state:
+            state = (
+                torch.randn(depth, 3, model.proj_size or 6, dtype=dtype),
+                torch.randn(depth, 3, 6, dtype=dtype),
+            )
+        copies = None if state is None else [s.clone() for s in state]
+        out, (h, c) = model(x.clone().requires_grad_(), state)
+        assert out.grad_fn is not None and calls == []
+        with torch.no_grad():
+            fast, (fast_h, fast_c) = model(x, state)
+    assert calls == [1] and fast.grad_fn is None
+    for a, b in ((out, fast), (h, fast_h), (c, fast_c)):
+        assert a.shape == b.shape and torch.equal(a.detach(), b)
+    if state is not None:
+        assert all(torch.equal(s, copy) for s, copy in zip(state, copies, strict=True))
+    if not {"cell_clip", "coupled_input_forget"} & set(config):
+        theirs, (their_h, their_c) = model.to_torch()(x, state)
+        tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+        for a, b in ((theirs, fast), (their_h, fast_h), (their_c, fast_c)):
+            torch.testing.assert_close(b, a.detach(), **tolerance)
+
+
+@needs_cpu
+def test_padded_inference_of_an_unbatched_input_and_frozen_weights(monkeypatch):
+    """(T, I) input with (L*D, P) states, and grad mode on with nothing requiring grad: the
+    compiled path, shaped as the general one."""
+    calls = _count_inference(monkeypatch)
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(4, 6, 2, bidirectional=True).eval()
+    x, state = torch.randn(5, 4), (torch.randn(4, 6), torch.randn(4, 6))
+    out, (h, c) = model(x.requires_grad_(), state)
+    model.requires_grad_(False)
+    fast, (fast_h, fast_c) = model(x.detach(), state)
+    assert calls == [1]
+    for a, b in ((out, fast), (h, fast_h), (c, fast_c)):
+        assert a.shape == b.shape and torch.equal(a.detach(), b)
+
+
+@needs_cpu
+@pytest.mark.parametrize(
+    "options, call",
+    [
+        (dict(layer_norm=True), {}),
+        (dict(peephole=True), {}),
+        (dict(zoneout=0.1), {}),
+        ({}, dict(return_gates=True)),
+        ({}, dict(lengths=[5, 3, 4])),
+        ({}, dict(steps=1)),
+        ({}, dict(dtype=torch.float16)),
+        (dict(backend="torch"), {}),
+    ],
+)
+def test_padded_inference_leaves_the_rest_to_the_general_path(options, call, monkeypatch):
+    """Options with masks or passes of their own, gates asked for, lengths, a single step (the
+    one-step kernels), half precision (widened by ``functional.kernel``), another backend: the
+    general path, whatever the grad mode."""
+    calls = _count_inference(monkeypatch)
+    call = dict(call)
+    steps, dtype = call.pop("steps", 5), call.pop("dtype", torch.float32)
+    model = lstmkit.LSTM(4, 6, dtype=dtype, **options).eval()
+    with torch.no_grad():
+        model(torch.randn(steps, 3, 4, dtype=dtype), **call)
+    assert calls == []
+
+
+@needs_cpu
+def test_padded_inference_in_training_mode_only_without_dropouts(monkeypatch):
+    """Training mode under no_grad: dropout between layers and recurrent dropout draw masks, so
+    only a configuration without them takes the compiled path."""
+    calls = _count_inference(monkeypatch)
+    x = torch.randn(5, 3, 4)
+    with torch.no_grad(), pytest.warns(UserWarning, match="dropout"):
+        lstmkit.LSTM(4, 6, 1, dropout=0.5).train()(x)  # one layer: no dropout between layers
+    assert calls == [1]
+    with torch.no_grad():
+        lstmkit.LSTM(4, 6, 2, dropout=0.5).train()(x)
+        lstmkit.LSTM(4, 6, recurrent_dropout=0.5).train()(x)
+        lstmkit.LSTM(4, 6, weight_dropout=0.5).train()(x)
+    assert calls == [1]
+
+
+@needs_cpu
+@pytest.mark.parametrize("batch", [1, 4])
+def test_padded_inference_with_the_batch_split_or_the_input_side_beside(batch, monkeypatch, torch_threads):
+    """On two threads, with the thresholds at their least: a batch of 4 splits over the threads,
+    a batch of one computes its input side on the second (``cpu._project``); bit for bit the
+    autograd pass, which does the same."""
+    torch_threads(2)
+    monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
+    monkeypatch.setattr(cpu, "MIN_PROJECT_WORK", 1)
+    calls = _count_inference(monkeypatch)
+    for backend in expand(["cpu"]):
+        with selected(backend) as name:
+            torch.manual_seed(0)
+            model = lstmkit.LSTM(4, 6, 2, bidirectional=True, backend=name)
+            x = torch.randn(40, batch, 4)
+            out, (h, c) = model(x)
+            with torch.no_grad():
+                fast, (fast_h, fast_c) = model(x)
+            for a, b in ((out, fast), (h, fast_h), (c, fast_c)):
+                assert torch.equal(a.detach(), b)
+    assert len(calls) == len(expand(["cpu"]))

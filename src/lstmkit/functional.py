@@ -149,6 +149,36 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
     return TABLES[kind][backend]
 
 
+def compiled_inference(backend: str, x: Tensor) -> bool:
+    """Whether ``backend`` runs a forward over the padded batch x (T, B, I) on the compiled CPU
+    kernel as ``kernel`` would, so that ``lstm_inference`` may take it: more than one step (a
+    single one has kernels of its own), float32 or float64 CPU tensors (the half types go through
+    ``kernel``'s widening)."""
+    return (
+        backend in ("auto", "cpu")
+        and "cpu" in LSTM_BACKENDS
+        and x.shape[0] > 1
+        and x.dtype in cpu.DTYPES
+        and x.device.type == "cpu"
+    )
+
+
+def lstm_inference(
+    x: Tensor,
+    state: tuple[Tensor, Tensor] | None,
+    weights: Sequence[LSTMWeights],
+    *,
+    bidirectional: bool = False,
+    options: LSTMOptions = PLAIN,
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """``lstm`` over a padded batch when nothing is to be differentiated and no option draws masks
+    or has a pass of its own (peepholes, layer norm; ``compiled_inference`` says which backends):
+    x (T, B, I), state (h0 (L*D, B, P), c0 (L*D, B, H)) or None for zeros -> out (T, B, D*P),
+    (h_n, c_n). The same numbers as ``lstm`` on the "cpu" backend, without its autograd-ready
+    buffers and per-layer tensor bookkeeping (``cpu.lstm_inference``)."""
+    return cpu.lstm_inference(x, state, weights, bidirectional=bidirectional, options=options)
+
+
 def stack(
     layer: Callable[[Tensor, tuple[Tensor, ...], int, bool], tuple],
     x: Tensor,

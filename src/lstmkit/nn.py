@@ -304,6 +304,16 @@ class _Recurrent(_TorchLike):
             steps, batch = x.shape[:2]  # x is (T, B, I) from here
             if lengths is None:
                 padded_input = True
+                weights = None if return_gates else self._inference_weights(x, state)
+                if weights is not None:
+                    if state is not None:
+                        state = self._initial_state(state, batch, batched, x)
+                    output, final = functional.lstm_inference(
+                        x, state, weights, bidirectional=self.bidirectional, options=self.variants.options()
+                    )
+                    if not batched:
+                        return output.squeeze(1), tuple(s.squeeze(1) for s in final), None
+                    return (output.transpose(0, 1) if self.batch_first else output), final, None
                 batch_sizes = [batch] * steps
                 rows = x.reshape(steps * batch, self.input_size)
             else:
@@ -347,6 +357,11 @@ class _Recurrent(_TorchLike):
         if not batched:
             final = tuple(s.squeeze(1) for s in final)
         return output, final, gates
+
+    def _inference_weights(self, x: Tensor, state: tuple[Tensor, ...] | None) -> list | None:
+        """The weights for ``functional.lstm_inference``, where a forward over the padded batch
+        ``x`` (T, B, I) can take it; else None (the general path)."""
+        return None
 
     def _initial_state(
         self, state: tuple[Tensor, ...] | None, batch: int, batched: bool, like: Tensor
@@ -499,6 +514,32 @@ class LSTM(_Recurrent):
             recurrent_dropout=v.recurrent_dropout,
             weight_dropout=v.weight_dropout,
         )
+
+    def _inference_weights(self, x: Tensor, state: tuple[Tensor, ...] | None) -> list[LSTMWeights] | None:
+        """Inference on the compiled kernel from end to end (``functional.lstm_inference``): no
+        option that draws masks or needs a pass of its own in the call, nothing to differentiate."""
+        v = self.variants
+        if (
+            v.layer_norm
+            or v.peephole
+            or v.zoneout != (0.0, 0.0)
+            or (
+                self.training
+                and (
+                    (self.dropout > 0 and self.num_layers > 1)
+                    or v.recurrent_dropout > 0
+                    or v.weight_dropout > 0
+                )
+            )
+            or not functional.compiled_inference(self.backend, x)
+        ):
+            return None
+        weights = [LSTMWeights(*self._weights(s, LSTMWeights._fields)) for s in self._suffixes()]
+        if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, *(state or ()), *(t for w in weights for t in w))
+        ):
+            return None
+        return weights
 
     def forward(
         self,
