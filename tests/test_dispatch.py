@@ -335,3 +335,71 @@ def test_padded_inference_with_the_batch_split_or_the_input_side_beside(batch, m
             for a, b in ((out, fast), (h, fast_h), (c, fast_c)):
                 assert torch.equal(a.detach(), b)
     assert len(calls) == len(expand(["cpu"]))
+
+
+@needs_cpu
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(peephole=True), dict(coupled_input_forget=True, cell_clip=0.5), dict(dtype=torch.float64)],
+)
+@pytest.mark.parametrize("given_state", [False, True])
+@pytest.mark.parametrize("batched", [True, False])
+def test_cell_inference_runs_the_one_step_kernels_and_equals_the_autograd_pass(
+    options, given_state, batched, monkeypatch
+):
+    """An LSTMCell with nothing to differentiate goes through ``functional.lstm_step_inference``:
+    bit for bit the autograd pass (states and every gate), which matches torch.nn.LSTMCell."""
+    from lstmkit.kernels import cpu_step
+
+    calls = []
+    real = cpu_step.step_inference
+    monkeypatch.setattr(cpu_step, "step_inference", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    cell = lstmkit.LSTMCell(4, 6, **options).eval()
+    dtype = options.get("dtype", torch.float32)
+    shape = (3, 4) if batched else (4,)
+    x = torch.randn(shape, dtype=dtype)
+    state = tuple(torch.randn(shape[:-1] + (6,), dtype=dtype) for _ in range(2)) if given_state else None
+    copies = None if state is None else [s.clone() for s in state]
+    (h, c), gates = cell(x.clone().requires_grad_(), state, return_gates=True)
+    assert h.grad_fn is not None and calls == []
+    with torch.no_grad():
+        (fast_h, fast_c), fast_gates = cell(x, state, return_gates=True)
+        plain = cell(x, state)
+    assert calls == [1, 1]
+    for a, b in zip((h, c, *gates), (fast_h, fast_c, *fast_gates), strict=True):
+        assert a.shape == b.shape and torch.equal(a.detach(), b)
+    assert all(torch.equal(a, b) for a, b in zip(plain, (fast_h, fast_c), strict=True))
+    if state is not None:
+        assert all(torch.equal(s, copy) for s, copy in zip(state, copies, strict=True))
+    if not options.keys() - {"dtype"}:
+        theirs = cell.to_torch()(x, state)
+        tolerance = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+        for a, b in zip(theirs, (fast_h, fast_c), strict=True):
+            torch.testing.assert_close(b, a.detach(), **tolerance)
+
+
+@needs_cpu
+@pytest.mark.parametrize(
+    "options, training",
+    [
+        (dict(layer_norm=True), False),
+        (dict(zoneout=0.1), False),
+        (dict(recurrent_dropout=0.3), True),
+        (dict(weight_dropout=0.3), True),
+        (dict(backend="torch"), False),
+        (dict(dtype=torch.float16), False),
+    ],
+)
+def test_cell_inference_leaves_masks_layer_norm_and_the_rest_to_the_general_path(
+    options, training, monkeypatch
+):
+    from lstmkit.kernels import cpu_step
+
+    calls = []
+    real = cpu_step.step_inference
+    monkeypatch.setattr(cpu_step, "step_inference", lambda *a: calls.append(1) or real(*a))
+    cell = lstmkit.LSTMCell(4, 6, **options).train(training)
+    with torch.no_grad():
+        cell(torch.randn(3, 4, dtype=options.get("dtype", torch.float32)))
+    assert calls == []

@@ -150,17 +150,10 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
 
 
 def compiled_inference(backend: str, x: Tensor) -> bool:
-    """Whether ``backend`` runs a forward over the padded batch x (T, B, I) on the compiled CPU
-    kernel as ``kernel`` would, so that ``lstm_inference`` may take it: more than one step (a
-    single one has kernels of its own), float32 or float64 CPU tensors (the half types go through
-    ``kernel``'s widening)."""
-    return (
-        backend in ("auto", "cpu")
-        and "cpu" in LSTM_BACKENDS
-        and x.shape[0] > 1
-        and x.dtype in cpu.DTYPES
-        and x.device.type == "cpu"
-    )
+    """Whether ``backend`` runs tensors like ``x`` on the compiled CPU kernels as ``kernel`` would,
+    so that ``lstm_inference`` (more than one step) or ``lstm_step_inference`` (one) may take
+    them: float32 or float64 CPU tensors (the half types go through ``kernel``'s widening)."""
+    return backend in ("auto", "cpu") and "cpu" in LSTM_BACKENDS and x.dtype in cpu.DTYPES and x.is_cpu
 
 
 def lstm_inference(
@@ -177,6 +170,16 @@ def lstm_inference(
     (h_n, c_n). The same numbers as ``lstm`` on the "cpu" backend, without its autograd-ready
     buffers and per-layer tensor bookkeeping (``cpu.lstm_inference``)."""
     return cpu.lstm_inference(x, state, weights, bidirectional=bidirectional, options=options)
+
+
+def lstm_step_inference(
+    x: Tensor, state: tuple[Tensor, Tensor] | None, weights: LSTMWeights, options: LSTMOptions = PLAIN
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM step (a cell) with nothing to differentiate and no masks, without layer norm
+    (``compiled_inference`` says which backends): x (B, I), state (h_0, c_0) (B, H) or None for
+    zeros -> h_1, c_1 (B, H) and the gate activations (B, 4H); the numbers of ``kernel``'s
+    one-step kernels (``cpu_step.step_inference``)."""
+    return cpu_step.step_inference(x, state, weights, options)
 
 
 def stack(

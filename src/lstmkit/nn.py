@@ -152,6 +152,11 @@ class _TorchLike(nn.Module):
         return tuple(weights)
 
 
+def _differentiable(*tensors: Tensor | None) -> bool:
+    """Whether autograd would record a call on ``tensors`` (grad mode on, one requires grad)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 @functools.cache
 def _layer_suffixes(num_layers: int, directions: int) -> tuple[str, ...]:
     """``_Recurrent._suffixes``, made once per shape (the strings cost 3-5 µs of a short call)."""
@@ -531,15 +536,12 @@ class LSTM(_Recurrent):
                     or v.weight_dropout > 0
                 )
             )
+            or x.shape[0] == 1  # one step: the one-step kernels, through ``functional.kernel``
             or not functional.compiled_inference(self.backend, x)
         ):
             return None
         weights = [LSTMWeights(*self._weights(s, LSTMWeights._fields)) for s in self._suffixes()]
-        if torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (x, *(state or ()), *(t for w in weights for t in w))
-        ):
-            return None
-        return weights
+        return None if _differentiable(x, *(state or ()), *(t for w in weights for t in w)) else weights
 
     def forward(
         self,
@@ -701,10 +703,12 @@ class _Cell(_TorchLike):
             s += f", backend={self.backend!r}"
         return s
 
-    def _prepare(self, input: Tensor, hx: object, weight: Tensor) -> tuple[Tensor, tuple[Tensor, ...], bool]:
-        """Checked (x (B, I), state tensors (B, H), batched) for one step; ``weight``, W_ih, gives
-        the dtype and device they must have (the caller has it from the parameter dict, see
-        ``_Recurrent._run``)."""
+    def _prepare(
+        self, input: Tensor, hx: object, weight: Tensor
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None, bool]:
+        """Checked (x (B, I), state tensors (B, H) or None for zeros, batched) for one step;
+        ``weight``, W_ih, gives the dtype and device they must have (the caller has it from the
+        parameter dict, see ``_Recurrent._run``)."""
         owner = type(self).__name__
         x = _checks.tensor_input(owner, input, self.input_size, weight, (1, 2))
         batched = x.dim() == 2
@@ -712,11 +716,15 @@ class _Cell(_TorchLike):
             x = x.unsqueeze(0)
         batch = x.shape[0]
         if hx is None:
-            return x, tuple(x.new_zeros(batch, self.hidden_size) for _ in self._state_names), batched
+            return x, None, batched
         state = _checks.state(owner, hx, self._state_names)
         expected = [(batch, self.hidden_size) if batched else (self.hidden_size,)] * len(state)
         _checks.state_shapes(owner, state, self._state_names, expected, weight)
         return x, state if batched else tuple(s.unsqueeze(0) for s in state), batched
+
+    def _zeros(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The zero state (B, H) tensors for input x (B, I)."""
+        return tuple(x.new_zeros(x.shape[0], self.hidden_size) for _ in self._state_names)
 
 
 class LSTMCell(_Cell):
@@ -806,6 +814,31 @@ class LSTMCell(_Cell):
         x, state, batched = self._prepare(input, hx, weights.w_ih)
         v = self.variants
         recurrent, weight_mask = self._sequence_masks(x.shape[0])
+        if (
+            recurrent is None
+            and weight_mask is None
+            and v.zoneout == (0.0, 0.0)
+            and not v.layer_norm
+            and functional.compiled_inference(self.backend, x)
+            and not _differentiable(x, *(state or ()), *weights)
+        ):  # the one-step kernels without the autograd-ready path
+            hidden, cell, gates = functional.lstm_step_inference(x, state, weights, v.options())
+            cells = cell
+        else:
+            hidden, cell, gates, cells = self._step(x, state, weights, recurrent, weight_mask)
+        if not batched:
+            hidden, cell, gates, cells = (t.squeeze(0) for t in (hidden, cell, gates, cells))
+        if return_gates:
+            return (hidden, cell), _gates(gates, cells)
+        return hidden, cell
+
+    def _step(
+        self, x: Tensor, state: tuple[Tensor, ...] | None, weights: LSTMWeights, recurrent: Tensor | None,
+        weight_mask: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+        """The general step through ``functional.kernel``: (h_1, c_1, gates, cells)."""
+        v = self.variants
+        state = self._zeros(x) if state is None else state
         if weight_mask is not None:
             weights = weights._replace(w_hh=weights.w_hh * weight_mask)
         masks = LSTMMasks(recurrent)
@@ -822,11 +855,7 @@ class LSTMCell(_Cell):
             masks = zoneout._replace(recurrent=recurrent)
         kernel = functional.kernel(self.backend, "lstm", x, steps=1, compiled_step=not v.layer_norm)
         _, (hidden, cell), (gates, cells) = kernel(x, state, weights, [x.shape[0]], False, v.options(), masks)
-        if not batched:
-            hidden, cell, gates, cells = (t.squeeze(0) for t in (hidden, cell, gates, cells))
-        if return_gates:
-            return (hidden, cell), _gates(gates, cells)
-        return hidden, cell
+        return hidden, cell, gates, cells
 
 
 class RNNCell(_Cell):
@@ -867,5 +896,7 @@ class RNNCell(_Cell):
         weights = self._weights("", ("w_ih", "w_hh", "b_ih", "b_hh"))
         x, state, batched = self._prepare(input, hx, weights[0])
         kernel = functional.kernel(self.backend, "rnn", x, steps=1)
-        _, (hidden,), _ = kernel(x, state, weights, [x.shape[0]], False, self.nonlinearity)
+        _, (hidden,), _ = kernel(
+            x, self._zeros(x) if state is None else state, weights, [x.shape[0]], False, self.nonlinearity
+        )
         return hidden if batched else hidden.squeeze(0)
