@@ -88,23 +88,25 @@ def test_kernel_runs_blas_on_one_thread_and_restores_the_settings(monkeypatch):
 def test_kernel_on_mkl_sets_mkl_to_one_thread_and_restores_it(monkeypatch):
     """A kernel call that multiplies on MKL sets MKL's thread count for its own thread to one
     (MKL_Set_Num_Threads_Local) and puts the previous setting back, forward and backward, and
-    OpenBLAS's settings are left alone. The kernel calls the function by address, so a ctypes
-    callback stands in for MKL's to record the calls (and forward them)."""
-    real = mkl._mkl().set_num_threads_local
+    OpenBLAS's settings are left alone; so does each pack of W_hh. The kernel calls the function
+    by address, so a ctypes callback stands in for MKL's to record the calls (and forward them)."""
+    threads = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
+    real = threads(mkl._mkl().threads_address)
     calls = []
-    recorder = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda n: calls.append(n) or real(n))
+    recorder = threads(lambda n: calls.append(n) or real(n))
     address = ctypes.cast(recorder, ctypes.c_void_p).value
     monkeypatch.setattr(cpu, "MKL_PRODUCTS", True)
     monkeypatch.setattr(
         mkl, "addresses", lambda: (mkl._mkl().compute_address, address, mkl._mkl().gemm_address)
     )
+    monkeypatch.setattr(mkl, "pack_addresses", lambda: (mkl._mkl().pack_address, address))
     before = real(0)
     real(before)
     blas = [library.get_num_threads() for library in cpu._blas_libraries()]
     model = lstmkit.LSTM(4, 6, backend="cpu")
     out, _ = model(torch.randn(5, 3, 4, requires_grad=True))
     out.sum().backward()
-    assert calls == [1, before, 1, before]
+    assert calls == [1, before] * 4  # forward: the pack, the kernel; backward: the same
     assert real(before) == before  # restored
     assert [library.get_num_threads() for library in cpu._blas_libraries()] == blas
     # float64 multiplies on OpenBLAS: MKL untouched

@@ -152,9 +152,10 @@ class _TorchLike(nn.Module):
         return tuple(weights)
 
 
-def _differentiable(*tensors: Tensor | None) -> bool:
-    """Whether autograd would record a call on ``tensors`` (grad mode on, one requires grad)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def _differentiable(*groups: Sequence[Tensor | None]) -> bool:
+    """Whether autograd would record a call on the tensors of ``groups`` (grad mode on, one
+    requires grad); the groups are not looked into in no_grad mode."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for g in groups for t in g)
 
 
 @functools.cache
@@ -541,7 +542,7 @@ class LSTM(_Recurrent):
         ):
             return None
         weights = [LSTMWeights(*self._weights(s, LSTMWeights._fields)) for s in self._suffixes()]
-        return None if _differentiable(x, *(state or ()), *(t for w in weights for t in w)) else weights
+        return None if _differentiable((x,), state or (), *weights) else weights
 
     def forward(
         self,
@@ -820,7 +821,7 @@ class LSTMCell(_Cell):
             and v.zoneout == (0.0, 0.0)
             and not v.layer_norm
             and functional.compiled_inference(self.backend, x)
-            and not _differentiable(x, *(state or ()), *weights)
+            and not _differentiable((x,), state or (), weights)
         ):  # the one-step kernels without the autograd-ready path
             hidden, cell, gates = functional.lstm_step_inference(x, state, weights, v.options())
             cells = cell

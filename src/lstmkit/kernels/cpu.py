@@ -43,6 +43,7 @@ except ImportError:  # the backend reports itself unavailable
     numba = None
 
 DTYPES = (torch.float32, torch.float64)
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 # float32's per-step products on MKL's packed gemm where MKL is the faster BLAS (``mkl``), else on
 # OpenBLAS's small-matrix path in blocks (``_blocked``)
 MKL_PRODUCTS = mkl.preferred() and mkl.available()
@@ -196,7 +197,7 @@ def _sigmoid(x, k):
 
 
 def _packed_product(address, a, packed, out):
-    """out = a @ B for B packed by ``mkl.pack`` (float32 only)."""
+    """out = a @ B for B packed by ``_mkl_pack`` (float32 only)."""
 
 
 def _times_transposed(address, a, w, out):
@@ -281,7 +282,7 @@ if numba is not None:
 
     @intrinsic
     def _sgemm_compute(typingctx, address, a, packed, out):
-        """out = a @ B by ``cblas_sgemm_compute`` at ``address``, for B packed by ``mkl.pack``:
+        """out = a @ B by ``cblas_sgemm_compute`` at ``address``, for B packed by ``_mkl_pack``:
         row-major float32 matrices whose rows are contiguous."""
 
         def codegen(context, builder, signature, args):
@@ -325,6 +326,46 @@ if numba is not None:
             for t, n in ((a, 2), (packed, 1), (out, 2))
         )
         return (types.void(address, a, packed, out), codegen) if valid else None
+
+    @intrinsic
+    def _sgemm_pack(typingctx, address, trans, rows, width, depth, w, packed):
+        """packed = B (depth x width), for products of up to ``rows`` rows, by ``cblas_sgemm_pack``
+        at ``address``: B = w (trans NO_TRANSPOSE) or w.T (TRANSPOSE) for a C-contiguous float32
+        w, as the module holds it."""
+
+        def codegen(context, builder, signature, args):
+            int32, pointer = ir.IntType(32), ir.IntType(8).as_pointer()
+            w_, packed_ = (
+                context.make_array(t)(context, builder, v)
+                for t, v in zip(signature.args[5:], args[5:], strict=True)
+            )
+            # w is C-contiguous: its row length is its leading dimension (a stride can be
+            # anything along an axis of size 1)
+            leading = builder.trunc(builder.extract_value(w_.shape, 1), int32)
+            numbers = [
+                context.cast(builder, v, t, types.int32)
+                for t, v in zip(signature.args[1:5], args[1:5], strict=True)
+            ]
+            # (layout, identifier, trans, m, n, k, alpha, src, ld, dest)
+            function_type = ir.FunctionType(
+                ir.VoidType(), [int32] * 6 + [ir.FloatType(), pointer, int32, pointer]
+            )
+            function = builder.inttoptr(args[0], function_type.as_pointer())
+            builder.call(
+                function,
+                [
+                    ir.Constant(int32, mkl.ROW_MAJOR), ir.Constant(int32, mkl.B_MATRIX), *numbers,
+                    ir.Constant(ir.FloatType(), 1.0), builder.bitcast(w_.data, pointer), leading,
+                    builder.bitcast(packed_.data, pointer),
+                ],
+            )  # fmt: skip
+            return context.get_dummy_value()
+
+        valid = all(isinstance(t, types.Integer) for t in (address, trans, rows, width, depth)) and all(
+            isinstance(t, types.Array) and t.ndim == n and t.dtype == types.float32 and t.layout == "C"
+            for t, n in ((w, 2), (packed, 1))
+        )
+        return (types.void(address, trans, rows, width, depth, w, packed), codegen) if valid else None
 
     @intrinsic
     def _sgemm_nt(typingctx, address, a, w, out):
@@ -579,6 +620,18 @@ def _restore_mkl_threads(mkl_addresses, previous):
     compute, threads, _ = mkl_addresses
     if compute != 0:
         _call_int(threads, previous)
+
+
+@_jit
+def _pack(pack_addresses, w, transposed, packed, rows):
+    """``packed`` = W (or W.T with ``transposed``) for ``_packed_product`` of up to ``rows`` rows,
+    w as the module holds it; on one MKL thread, as the products run. ``pack_addresses`` =
+    (``cblas_sgemm_pack``, ``MKL_Set_Num_Threads_Local``)."""
+    width, depth = (w.shape[0], w.shape[1]) if transposed else (w.shape[1], w.shape[0])
+    previous = _call_int(pack_addresses[1], 1)
+    trans = mkl.TRANSPOSE if transposed else mkl.NO_TRANSPOSE
+    _sgemm_pack(pack_addresses[0], trans, rows, width, depth, w, packed)
+    _call_int(pack_addresses[1], previous)
 
 
 @_jit
@@ -983,7 +1036,7 @@ def _blocked(
     matrix = weight.detach().numpy()
     matrix = matrix.T if transpose else matrix
     if _on_mkl(like):
-        return no_panels, 1, mkl.pack(matrix, batch)
+        return no_panels, 1, _mkl_pack(matrix, batch)
     depth, width = matrix.shape
     while 8 * depth * width > SMALL_PRODUCT and width % 2 == 0 and width > 16:
         width //= 2
@@ -991,6 +1044,19 @@ def _blocked(
     if rows == 0:
         return np.ascontiguousarray(matrix)[None], 2**62, not_packed
     return np.ascontiguousarray(matrix.reshape(depth, -1, width).transpose(1, 0, 2)), rows, not_packed
+
+
+def _mkl_pack(matrix: np.ndarray, rows: int) -> np.ndarray:
+    """A float32 (K, N) matrix, C-contiguous or the transpose of one, packed by MKL as the
+    right-hand operand of ``_packed_product``'s (m x K) @ (K x N) for any m up to ``rows``: an
+    opaque buffer, valid only at its own address. Packed in compiled code (``_pack``): through
+    ctypes, after other work, the argument conversions and the two arrays' addresses took longer
+    than the packing itself."""
+    transposed = not matrix.flags.c_contiguous and matrix.T.flags.c_contiguous
+    held = matrix.T if transposed else np.ascontiguousarray(matrix)
+    packed = np.empty(mkl.pack_floats(rows, matrix.shape[1], matrix.shape[0]), dtype=np.float32)
+    _pack(mkl.pack_addresses(), held, transposed, packed, rows)
+    return packed
 
 
 def _flags(tensor: Tensor | None) -> np.ndarray:
@@ -1255,8 +1321,8 @@ def lstm_inference(
     steps, batch = x.shape[:2]
     directions = 2 if bidirectional else 1
     size, hidden_size = weights[0].w_hh.shape[0] // 4, weights[0].w_hh.shape[1]
-    rows = x.detach().reshape(steps * batch, x.shape[2])
-    dtype = rows.numpy().dtype
+    rows = (x.detach() if x.requires_grad else x).reshape(steps * batch, x.shape[2])
+    dtype = _NUMPY_DTYPES[x.dtype]
     if state is None:
         hidden = np.zeros((len(weights), batch, hidden_size), dtype)
         cell = np.zeros((len(weights), batch, size), dtype)

@@ -35,7 +35,6 @@ import os
 from collections.abc import Callable
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 # CBLAS's enumerations
@@ -44,8 +43,7 @@ ROW_MAJOR, NO_TRANSPOSE, TRANSPOSE, PACKED, B_MATRIX = 101, 111, 112, 151, 162
 
 class _MKL(NamedTuple):
     pack_get_size: Callable[..., int]
-    pack: Callable[..., None]
-    set_num_threads_local: Callable[[int], int]
+    pack_address: int
     compute_address: int
     threads_address: int
     gemm_address: int
@@ -67,19 +65,15 @@ def _mkl() -> _MKL | None:
     )
     if not all(hasattr(library, name) for name in names):
         return None
-    size, pack, _, threads, _ = (getattr(library, name) for name in names)
+    size = library.cblas_sgemm_pack_get_size
     size.restype, size.argtypes = ctypes.c_size_t, [ctypes.c_int] * 4
-    pack.restype = None
-    pack.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-    threads.restype, threads.argtypes = ctypes.c_int, [ctypes.c_int]
 
     def address(name: str) -> int:
         return ctypes.cast(getattr(library, name), ctypes.c_void_p).value
 
     return _MKL(
         size,
-        pack,
-        threads,
+        address("cblas_sgemm_pack"),
         address("cblas_sgemm_compute"),
         address("MKL_Set_Num_Threads_Local"),
         address("sgemm_"),
@@ -116,32 +110,16 @@ def addresses() -> tuple[int, int, int]:
     return mkl.compute_address, mkl.threads_address, mkl.gemm_address
 
 
-@functools.lru_cache(maxsize=64)
-def _pack_floats(rows: int, width: int, depth: int) -> int:
-    """The float32s of a packed (depth x width) matrix for up to ``rows`` rows: a pure function of
-    the shape, asked once (after other work, the call took 18 µs of a 60 µs pack)."""
-    return -(-_mkl().pack_get_size(B_MATRIX, rows, width, depth) // 4)
-
-
-def _address(array: np.ndarray) -> int:
-    """An array's data address (``array.ctypes.data`` builds a ctypes object first: 5-12 µs)."""
-    return array.__array_interface__["data"][0]
-
-
-def pack(matrix: np.ndarray, rows: int) -> np.ndarray:
-    """A float32 (K, N) matrix, C-contiguous or the transpose of one, packed as the right-hand
-    operand B of row-major products (m x K) @ (K x N) for any m up to ``rows``: an opaque buffer,
-    valid only at its own address. Packed on one thread, as the products run."""
+def pack_addresses() -> tuple[int, int]:
+    """(``cblas_sgemm_pack``, ``int MKL_Set_Num_Threads_Local(int)``): the compiled pack's
+    entry points (``cpu._pack``), by address."""
     mkl = _mkl()
-    depth, width = matrix.shape
-    if not matrix.flags.c_contiguous and matrix.T.flags.c_contiguous:
-        source, trans, leading = matrix.T, TRANSPOSE, depth
-    else:
-        source, trans, leading = np.ascontiguousarray(matrix), NO_TRANSPOSE, width
-    packed = np.empty(_pack_floats(rows, width, depth), dtype=np.float32)
-    previous = mkl.set_num_threads_local(1)
-    try:
-        mkl.pack(ROW_MAJOR, B_MATRIX, trans, rows, width, depth, 1.0, _address(source), leading, _address(packed))  # fmt: skip
-    finally:
-        mkl.set_num_threads_local(previous)
-    return packed
+    return mkl.pack_address, mkl.threads_address
+
+
+@functools.lru_cache(maxsize=64)
+def pack_floats(rows: int, width: int, depth: int) -> int:
+    """The float32s of a (depth x width) matrix packed for up to ``rows`` rows: a pure function
+    of the shape, asked once (after other work the call took 18 µs of a 60 µs pack). MKL sizes
+    every pack at 7.5 MB plus five times the matrix."""
+    return -(-_mkl().pack_get_size(B_MATRIX, rows, width, depth) // 4)
