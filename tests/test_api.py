@@ -173,3 +173,52 @@ def test_a_weight_set_as_a_plain_tensor_attribute_is_used(registered):
     reference.load_state_dict({**model.state_dict(), "weight_hh_l0": raw * 0.5})
     x = torch.randn(5, 2, 3)
     torch.testing.assert_close(model(x)[0], reference(x)[0], rtol=0, atol=0)
+
+
+def _leaves(value):
+    """The tensors in a module's result: tensors, PackedSequence data, nested tuples."""
+    if isinstance(value, nn.utils.rnn.PackedSequence):
+        return [value.data]
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return [t for item in value for t in _leaves(item)]
+
+
+@pytest.mark.parametrize("ours, theirs, kwargs", PAIRS, ids=lambda p: getattr(p, "__name__", ""))
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+def test_under_autocast_answers_in_torch_nn_dtype_and_trains_the_float32_weights(
+    ours, theirs, kwargs, input_dtype
+):
+    """Under torch.autocast("cpu", bfloat16), float32 weights: each output in the dtype torch.nn's
+    namesake gives there (autocast's; LSTMCell's input's; torch.nn.LSTM with a projection leaves
+    c_n in float32 for a float32 input, which is not copied), its values our float32 module's on
+    the widened input rounded to that dtype, near torch.nn's own result, and float32 gradients
+    for every parameter."""
+    torch.manual_seed(0)
+    reference = theirs(**kwargs).eval()
+    module = ours.from_torch(reference).eval()
+    cell = ours in (lstmkit.LSTMCell, lstmkit.RNNCell)
+    x = torch.randn((2, 3) if cell else (4, 2, 3)).to(input_dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(x)
+        result = module(x)
+    float32 = module(x.float())
+    dtype = input_dtype if ours is lstmkit.LSTMCell else torch.bfloat16
+    for theirs_, ours_, exact in zip(_leaves(expected), _leaves(result), _leaves(float32), strict=True):
+        assert ours_.dtype == dtype
+        assert torch.equal(ours_, exact.to(ours_.dtype))
+        torch.testing.assert_close(ours_.float(), theirs_.float(), atol=5e-2, rtol=5e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sum(t.float().sum() for t in _leaves(module(x))).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in module.parameters())
+
+
+def test_under_autocast_a_packed_sequence_keeps_its_batch_sizes():
+    torch.manual_seed(0)
+    module = lstmkit.LSTM(3, 5)
+    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(4, 2, 3), [4, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, (h, c) = module(packed)
+    assert output.data.dtype == h.dtype == c.dtype == torch.bfloat16
+    assert torch.equal(output.batch_sizes, packed.batch_sizes)
+    assert torch.equal(output.data, module(packed)[0].data.bfloat16())

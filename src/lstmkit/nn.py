@@ -68,12 +68,57 @@ _VARIANTS_DOC = """
 """
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _each_tensor(value: Any, f: Any) -> Any:
+    """``value`` with ``f`` applied to each floating tensor in it: a tensor, the data of a
+    PackedSequence, the items of tuples (NamedTuples kept) and lists; anything else as it is."""
+    if isinstance(value, PackedSequence):
+        return value._replace(data=_each_tensor(value.data, f))
+    if isinstance(value, Tensor):
+        return f(value) if value.is_floating_point() else value
+    if isinstance(value, tuple):
+        items = [_each_tensor(item, f) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [_each_tensor(item, f) for item in value]
+    return value
+
+
 class _TorchLike(nn.Module):
-    """A module whose state_dict is its torch namesake's: initialisation and conversions."""
+    """A module whose state_dict is its torch namesake's: initialisation, conversions, autocast."""
 
     _torch_class: ClassVar[type[nn.Module]]
     _torch_arguments: ClassVar[tuple[str, ...]]  # the constructor arguments both classes share
+    # under autocast, torch.nn.LSTMCell answers in its input's dtype, the others in autocast's
+    _autocast_keeps_input_dtype: ClassVar[bool] = False
     variants: Variants = Variants()
+
+    def _autocast(self, input: Any, hx: Any, **kwargs: Any) -> Any:
+        """``forward``'s result under ``torch.autocast`` on the input's device type with float32
+        weights, else None. The kernels take one dtype for inputs, weights and products, which
+        autocast's per-operation casts would break, so the module runs in float32 with autocast
+        off (float16 and bfloat16 inputs widened) and answers in the dtype its torch.nn namesake
+        gives under autocast: autocast's, or for LSTMCell the input's."""
+        tensor = input.data if isinstance(input, PackedSequence) else input
+        if not isinstance(tensor, Tensor):
+            return None
+        device = tensor.device.type
+        try:
+            enabled = torch.is_autocast_enabled(device)
+        except RuntimeError:  # a device type autocast does not know
+            return None
+        if not enabled or next(self.parameters()).dtype != torch.float32:
+            return None
+        dtype = tensor.dtype if self._autocast_keeps_input_dtype else torch.get_autocast_dtype(device)
+
+        def widened(t: Tensor) -> Tensor:
+            return t.float() if t.dtype in _HALF else t
+
+        with torch.autocast(device, enabled=False):
+            result = self.forward(_each_tensor(input, widened), _each_tensor(hx, widened), **kwargs)
+        return _each_tensor(result, lambda t: t.to(dtype) if t.dtype == torch.float32 else t)
 
     @classmethod
     def from_torch(cls, module: nn.Module, *, backend: str = "auto", **options: Any) -> Any:
@@ -553,6 +598,9 @@ class LSTM(_Recurrent):
         return_gates: bool = False,
     ) -> tuple:
         """``output, (h_n, c_n) = lstm(input, (h_0, c_0))``; shapes in the class docstring."""
+        casted = self._autocast(input, hx, lengths=lengths, return_gates=return_gates)
+        if casted is not None:
+            return casted
         output, (hidden, cell), gates = self._run(input, hx, lengths, return_gates)
         if return_gates:
             return output, (hidden, cell), gates
@@ -652,6 +700,9 @@ class RNN(_Recurrent):
         lengths: Tensor | Sequence[int] | None = None,
     ) -> tuple[Tensor | PackedSequence, Tensor]:
         """``output, h_n = rnn(input, h_0)``; shapes in the class docstring."""
+        casted = self._autocast(input, hx, lengths=lengths)
+        if casted is not None:
+            return casted
         output, (hidden,), _ = self._run(input, hx, lengths)
         return output, hidden
 
@@ -750,6 +801,7 @@ class LSTMCell(_Cell):
 
     __doc__ += _VARIANTS_DOC
     _torch_class = nn.LSTMCell
+    _autocast_keeps_input_dtype = True
     _torch_arguments = ("input_size", "hidden_size", "bias")
     _state_names = ("h_0", "c_0")
     _gate_count = 4
@@ -811,6 +863,9 @@ class LSTMCell(_Cell):
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None, *, return_gates: bool = False
     ) -> tuple:
         """``(h_1, c_1) = cell(input, (h_0, c_0))``; shapes in the class docstring."""
+        casted = self._autocast(input, hx, return_gates=return_gates)
+        if casted is not None:
+            return casted
         weights = LSTMWeights(*self._weights("", LSTMWeights._fields))
         x, state, batched = self._prepare(input, hx, weights.w_ih)
         v = self.variants
@@ -894,6 +949,9 @@ class RNNCell(_Cell):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         """``h_1 = cell(input, h_0)``; shapes in the class docstring."""
+        casted = self._autocast(input, hx)
+        if casted is not None:
+            return casted
         weights = self._weights("", ("w_ih", "w_hh", "b_ih", "b_hh"))
         x, state, batched = self._prepare(input, hx, weights[0])
         kernel = functional.kernel(self.backend, "rnn", x, steps=1)
