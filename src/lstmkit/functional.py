@@ -151,8 +151,8 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
 
 def compiled_inference(backend: str, x: Tensor) -> bool:
     """Whether ``backend`` runs tensors like ``x`` on the compiled CPU kernels as ``kernel`` would,
-    so that ``lstm_inference`` (more than one step) or ``lstm_step_inference`` (one) may take
-    them: float32 or float64 CPU tensors (the half types go through ``kernel``'s widening)."""
+    so that ``lstm_inference`` or ``lstm_step_inference`` may take them: float32 or float64 CPU
+    tensors (the half types go through ``kernel``'s widening)."""
     return backend in ("auto", "cpu") and "cpu" in LSTM_BACKENDS and x.dtype in cpu.DTYPES and x.is_cpu
 
 
@@ -168,8 +168,27 @@ def lstm_inference(
     or has a pass of its own (peepholes, layer norm; ``compiled_inference`` says which backends):
     x (T, B, I), state (h0 (L*D, B, P), c0 (L*D, B, H)) or None for zeros -> out (T, B, D*P),
     (h_n, c_n). The same numbers as ``lstm`` on the "cpu" backend, without its autograd-ready
-    buffers and per-layer tensor bookkeeping (``cpu.lstm_inference``)."""
-    return cpu.lstm_inference(x, state, weights, bidirectional=bidirectional, options=options)
+    buffers and per-layer tensor bookkeeping: the sequence kernels on NumPy arrays
+    (``cpu.lstm_inference``), or for one step, without a projection, the one-step kernels
+    (``cpu_step.step_inference``, layer by layer)."""
+    if x.shape[0] > 1:
+        return cpu.lstm_inference(x, state, weights, bidirectional=bidirectional, options=options)
+
+    zero = state is None  # then each step skips its W_hh h_0
+
+    def layer(rows: Tensor, state_k: tuple[Tensor, ...], k: int, reverse: bool):
+        hidden, cell, _ = cpu_step.step_inference(rows, None if zero else state_k, weights[k], options)
+        return hidden, (hidden.clone(), cell), None  # h_n a tensor of its own, as torch's
+
+    depth, batch = len(weights), x.shape[1]
+    if zero:  # for ``stack`` to index
+        sizes = (weights[0].w_hh.shape[1], weights[0].w_hh.shape[0] // 4)
+        state = tuple(x.new_zeros(depth, batch, size) for size in sizes)
+    out, final, _ = stack(
+        layer, x.reshape(batch, x.shape[2]), state, num_layers=depth // (2 if bidirectional else 1),
+        bidirectional=bidirectional,
+    )  # fmt: skip
+    return out.unsqueeze(0), final
 
 
 def lstm_step_inference(

@@ -588,7 +588,7 @@ class LSTM(_Recurrent):
                     or v.weight_dropout > 0
                 )
             )
-            or x.shape[0] == 1  # one step: the one-step kernels, through ``functional.kernel``
+            or (x.shape[0] == 1 and self.proj_size > 0)  # one step: the one-step kernels have none
             or not functional.compiled_inference(self.backend, x)
         ):
             return None
