@@ -15,6 +15,7 @@ and ``rnn_layer(x, state, weights, batch_sizes, reverse, nonlinearity) -> (out, 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,21 +89,29 @@ def check_backend(backend: str, kind: str = "lstm") -> None:
 HALF = (torch.float16, torch.bfloat16)
 
 
-def _widened(value: object) -> object:
-    """A layer argument in float32: a tensor, or each tensor of a tuple (weights, state, masks)."""
+def map_floating(value: Any, f: Callable[[Tensor], Tensor]) -> Any:
+    """``value`` with ``f`` applied to each floating tensor in it: a tensor, the data of a
+    PackedSequence, the items of tuples (NamedTuples kept) and lists; anything else as it is."""
+    if isinstance(value, PackedSequence):
+        return value._replace(data=map_floating(value.data, f))
     if isinstance(value, Tensor):
-        return value.float()
-    if isinstance(value, tuple) and any(isinstance(item, Tensor) for item in value):
-        items = [item if item is None else _widened(item) for item in value]
+        return f(value) if value.is_floating_point() else value
+    if isinstance(value, tuple):
+        items = [map_floating(item, f) for item in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [map_floating(item, f) for item in value]
     return value
 
 
 def _in_float32(layer: LayerFn) -> LayerFn:
-    """A ``layer`` run in float32 on half-precision tensors; autograd casts the gradients."""
+    """A ``layer`` run in float32 on half-precision tensors (the tensors of its tuple arguments
+    widened: state, weights, masks; the batch sizes' list is left alone, T items); autograd casts
+    the gradients."""
 
     def run(x, *arguments):
-        out, final, extras = layer(x.float(), *map(_widened, arguments))
+        widened = (map_floating(a, Tensor.float) if isinstance(a, tuple) else a for a in arguments)
+        out, final, extras = layer(x.float(), *widened)
         narrow = x.dtype
         extras = None if extras is None else tuple(t.to(narrow) for t in extras)
         return out.to(narrow), tuple(t.to(narrow) for t in final), extras

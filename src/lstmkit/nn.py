@@ -68,25 +68,9 @@ _VARIANTS_DOC = """
 """
 
 
-_HALF = (torch.float16, torch.bfloat16)
 # one C call without arguments: asking per device type (a device object, a string) took 10-13 µs
 # of an LSTMCell's 77 µs after other work; torch builds without it ask per device type only
 _ANY_AUTOCAST = getattr(torch._C, "_is_any_autocast_enabled", None)
-
-
-def _each_tensor(value: Any, f: Any) -> Any:
-    """``value`` with ``f`` applied to each floating tensor in it: a tensor, the data of a
-    PackedSequence, the items of tuples (NamedTuples kept) and lists; anything else as it is."""
-    if isinstance(value, PackedSequence):
-        return value._replace(data=_each_tensor(value.data, f))
-    if isinstance(value, Tensor):
-        return f(value) if value.is_floating_point() else value
-    if isinstance(value, tuple):
-        items = [_each_tensor(item, f) for item in value]
-        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
-    if isinstance(value, list):
-        return [_each_tensor(item, f) for item in value]
-    return value
 
 
 class _TorchLike(nn.Module):
@@ -120,11 +104,13 @@ class _TorchLike(nn.Module):
         dtype = tensor.dtype if self._autocast_keeps_input_dtype else torch.get_autocast_dtype(device)
 
         def widened(t: Tensor) -> Tensor:
-            return t.float() if t.dtype in _HALF else t
+            return t.float() if t.dtype in functional.HALF else t
 
         with torch.autocast(device, enabled=False):
-            result = self.forward(_each_tensor(input, widened), _each_tensor(hx, widened), **kwargs)
-        return _each_tensor(result, lambda t: t.to(dtype) if t.dtype == torch.float32 else t)
+            result = self.forward(
+                functional.map_floating(input, widened), functional.map_floating(hx, widened), **kwargs
+            )
+        return functional.map_floating(result, lambda t: t.to(dtype) if t.dtype == torch.float32 else t)
 
     @classmethod
     def from_torch(cls, module: nn.Module, *, backend: str = "auto", **options: Any) -> Any:

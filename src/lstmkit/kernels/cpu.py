@@ -1064,6 +1064,12 @@ def _flags(tensor: Tensor | None) -> np.ndarray:
     return _empty(np.dtype(np.bool_), 2) if tensor is None else tensor.numpy()
 
 
+def _discarded_flags(options: LSTMOptions, rows: int, gates: int) -> np.ndarray:
+    """Room for the clipping flags (rows, gates) that a kernel writes and no backward will read
+    (inference); an empty array without clipping."""
+    return _flags(None) if options.clip is None else np.empty((rows, gates), np.bool_)
+
+
 def _keep(mask: Tensor | None, like: np.ndarray) -> tuple[np.ndarray, np.generic]:
     """A zoneout mask as (per-row array or empty, constant value): evaluation's masks are 0-d."""
     if mask is None or mask.dim() == 0:
@@ -1340,7 +1346,7 @@ def lstm_inference(
             cell_new = np.empty((rows.shape[0], size), dtype)
             out = np.empty((rows.shape[0], hidden_size), dtype)
             unprojected = none if w.w_hr is None else np.empty_like(cell_new)
-            clipped = _flags(None) if options.clip is None else np.empty(gates.shape, np.bool_)
+            clipped = _discarded_flags(options, *gates.shape)
             _recur(
                 gates, cell_new, cell_new, out, (unprojected, none, none, none, none), clipped, hidden[k],
                 cell[k], w, NO_MASKS, batch_sizes, direction == 1, options, rows if projecting else None,

@@ -189,6 +189,6 @@ def step_inference(
         gates.addmm_(state[0], w.w_hh.t())
         h0, c0 = (_numpy(s) for s in state)
     cell, hidden = np.empty_like(h0), np.empty_like(h0)
-    flags = cpu._flags(None) if options.clip is None else np.empty(like.shape, np.bool_)
+    flags = cpu._discarded_flags(options, *like.shape)
     _step(like, c0, h0, cell, cell, hidden, flags, w, NO_MASKS, [batch], options)
     return torch.from_numpy(hidden), torch.from_numpy(cell), gates
