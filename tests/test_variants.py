@@ -3,7 +3,6 @@ formulas of lstmkit.reference_variants (autograd, no shared code), finite differ
 semantics of the random masks, introspection and initialisation."""
 
 import itertools
-import threading
 
 import numpy as np
 import pytest
@@ -225,12 +224,15 @@ def test_cpu_kernel_threads_and_blocked_products_equal_reference(
 
 def _input_side_in_ranges(monkeypatch, torch_threads):
     """The cpu kernel's input side shared out in ranges of one or two steps (``cpu._project``)
-    whatever the size, on 2 threads; returns the list of helpers started."""
+    whatever the size, on 2 threads; returns the list of the helpers' entry points, one per
+    recurrence that opened a region for one."""
     monkeypatch.setattr(cpu, "MIN_PROJECT_WORK", 1)
     monkeypatch.setattr(cpu, "FIRST_PROJECT_ROWS", 1)
     monkeypatch.setattr(cpu, "MOST_PROJECT_ROWS", 8)
     helpers = []
-    monkeypatch.setattr(cpu, "_helper", lambda *a, helper=cpu._helper: helpers.append(a) or helper(*a))
+    monkeypatch.setattr(
+        cpu, "_helper", lambda like, helper=cpu._helper: helpers.append(helper(like)) or helpers[-1]
+    )
     torch_threads(2)
     return helpers
 
@@ -242,65 +244,45 @@ def _input_side_in_ranges(monkeypatch, torch_threads):
     [{}, dict(peephole=True, coupled_input_forget=True, cell_clip=2.0, zoneout=0.2, recurrent_dropout=0.3)],
     ids=["plain", "every option but layer norm"],
 )
-@pytest.mark.parametrize("runtime", ["torch's OpenMP", "thread pool"])
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_cpu_kernel_input_side_beside_the_recurrence_equals_reference(
-    options, dtype, runtime, library, monkeypatch, torch_threads
+    options, dtype, library, monkeypatch, torch_threads
 ):
     """W_ih x computed range by range beside the recurrence, by a helper thread and by the
     recurrence itself, packed lengths, both directions, forward and gradients, against the
     reference."""
-    if runtime == "thread pool":
-        monkeypatch.setattr(pool, "_openmp", lambda: None)
     monkeypatch.setattr(cpu, "MKL_PRODUCTS", library == "mkl")
     helpers = _input_side_in_ranges(monkeypatch, torch_threads)
     results = _run_both(options, backend="cpu", lengths=[6, 2, 5, 1], dtype=dtype)
-    assert len(helpers) == 4  # every layer direction's forward pass
+    assert len(helpers) == 4 and all(h[0] != 0 and h[2] != 0 for h in helpers)  # every forward pass
     _assert_close(results, options)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+def test_cpu_kernel_input_side_stays_before_the_recurrence_without_torchs_openmp(monkeypatch, torch_threads):
+    """Where no region of torch's OpenMP can start a helper, W_ih x is one product before the
+    recurrence: ranges that only the recurrence computed would be slower."""
+    _input_side_in_ranges(monkeypatch, torch_threads)
+    w = LSTMWeights(torch.zeros(8, 4), torch.zeros(8, 2), *[None] * 9)
+    assert cpu.NumbaLoops().projects_input(torch.zeros(40, 4), w, [1] * 40)
+    monkeypatch.setattr(pool, "_openmp", lambda: None)
+    assert pool.region_addresses() == (0, 0)
+    assert not cpu.NumbaLoops().projects_input(torch.zeros(40, 4), w, [1] * 40)
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 def test_cpu_kernel_input_side_is_the_same_whoever_computes_it(monkeypatch, torch_threads):
     """Bit for bit: the ranges split between the helper and the recurrence as the threads race,
-    five times, and all computed by the recurrence (a helper that does nothing)."""
+    five times, and all computed by the recurrence (no helper)."""
     _input_side_in_ranges(monkeypatch, torch_threads)
     model = lstmkit.LSTM(16, 32, num_layers=2, bidirectional=True, backend="cpu")
     x = torch.randn(40, 2, 16)
     with torch.no_grad():
         raced = [model(x)[0] for _ in range(5)]
-        monkeypatch.setattr(cpu, "_helper", lambda arguments, claims: lambda: None)
+        monkeypatch.setattr(cpu, "_helper", lambda like: (0, 0, 0))  # no region: no helper starts
         alone = model(x)[0]
     for out in raced:
         assert torch.equal(out, alone)
-
-
-@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
-def test_cpu_kernel_stops_and_reraises_when_the_input_side_helper_fails(monkeypatch, torch_threads):
-    """A helper that takes every range and fails: the recurrence waiting on its ranges stops
-    (in seconds, not never) and the call raises the helper's error."""
-    _input_side_in_ranges(monkeypatch, torch_threads)
-
-    def failing(*arguments):
-        claims = arguments[5]
-        claims[0] = len(claims)  # every range taken, none done
-        raise RuntimeError("the helper failed")
-
-    monkeypatch.setattr(cpu, "_project", failing)
-    model = lstmkit.LSTM(16, 32, backend="cpu")
-    errors = []
-
-    def call():
-        try:
-            with torch.no_grad():
-                model(torch.randn(50, 1, 16))
-        except RuntimeError as error:
-            errors.append(error)
-
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the recurrence kept waiting on a failed helper"
-    assert [str(e) for e in errors] == ["the helper failed"]
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -161,8 +161,9 @@ _jit_inline = functools.partial(_jit, inline="always")
 # absolute error is 1.3e-7. The gates of a unit took 1.30 ns with it against 2.50 ns with an exp
 # polynomial of degree 8 (relative error 2.8e-7), on a machine with AVX-512 on 256-bit units.
 # float64: both from exp, a Taylor polynomial of degree 12 after range reduction (relative error
-# 3e-15; 2.4e-14 over [-700, 700]), and tanh near 0 from its series. Constants come in a tuple ``k`` of the kernel's dtype, so that
-# float32 kernels compute in float32 (a Python float would be float64).
+# 3e-15; 2.4e-14 over [-700, 700]), and tanh near 0 from its series. Constants come in a tuple
+# ``k`` of the kernel's dtype (``constants``), so that float32 kernels compute in float32 (a
+# Python float would be float64).
 
 ONE, TWO, ZERO, LOW, HIGH, LOG2E, LN2_HIGH, LN2_LOW, EPS, INV_GATES, INV_SIZE, HALF, BOUND, POLY = range(14)
 _TAYLOR = [1.0 / math.factorial(n) for n in range(12, -1, -1)]  # 1/12!, ..., 1/1!, 1
@@ -177,19 +178,22 @@ _P = (
 _Q = (1.0, 0.4671449337301084, 0.025877662853736084, 0.0003285913967050311, 7.778009901806786e-07)
 
 
-@functools.cache
-def constants(dtype: np.dtype, size: int) -> tuple:
-    """The ``k`` tuple for a kernel of ``dtype`` and cell size ``size``: a tuple, not an array, so
-    that no store into the kernel's arrays can alias the constants."""
-    values = [
-        1.0, 2.0, 0.0,
-        -708.0, 709.0,  # float64's exp: its input range, in which 2**n stays a normal number
-        1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10,  # log2(e), ln 2 in two parts
-        LAYER_NORM_EPS, 1.0 / (4 * size), 1.0 / size, 0.5,
-        9.0,  # float32's tanh: beyond it, ±1
-        *_TAYLOR, *_P, *_Q,
-    ]  # fmt: skip
-    return tuple(dtype.type(v) for v in values)
+_VALUES = (
+    1.0, 2.0, 0.0,
+    -708.0, 709.0,  # float64's exp: its input range, in which 2**n stays a normal number
+    1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10,  # log2(e), ln 2 in two parts
+    LAYER_NORM_EPS, None, None, 0.5,  # None: INV_GATES and INV_SIZE, which depend on the cell size
+    9.0,  # float32's tanh: beyond it, ±1
+    *_TAYLOR, *_P, *_Q,
+)  # fmt: skip
+
+
+def constants(like, size):
+    """The ``k`` tuple of a kernel on arrays like ``like`` and cell size ``size``, made inside the
+    kernel: a tuple, not an array, so that no store into the kernel's arrays can alias the
+    constants, and LLVM sees every value but 1 / 4H and 1 / H. Passed in as an argument, the tuple
+    of 36 NumPy scalars cost 4 µs of each call's dispatch (measured: a kernel of 12 arguments 2.2
+    µs, with the tuple 6.2)."""
 
 
 def _sigmoid(x, k):
@@ -460,6 +464,58 @@ if numba is not None:
 
         return (types.int64(flags, index), codegen) if _flags_and_index(flags, index) else None
 
+    @intrinsic
+    def _address(typingctx, array):
+        """The address of a C-contiguous array's first element."""
+
+        def codegen(context, builder, signature, args):
+            data = context.make_array(signature.args[0])(context, builder, args[0]).data
+            return builder.ptrtoint(data, ir.IntType(64))
+
+        valid = isinstance(array, types.Array) and array.layout == "C"
+        return (types.int64(array), codegen) if valid else None
+
+    @intrinsic
+    def _pointer(typingctx, address, dtype):
+        """``address`` as a pointer to numbers of ``dtype`` (a NumPy scalar type), for ``carray``."""
+        if not isinstance(address, types.Integer) or not isinstance(dtype, types.NumberClass):
+            return None
+        target = types.CPointer(dtype.instance_type)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(target))
+
+        return target(address, dtype), codegen
+
+    @intrinsic
+    def _region_start(typingctx, address, member, data, threads):
+        """``GOMP_parallel_start(member, data, threads)`` at ``address``: the other members of a
+        region of up to ``threads`` call ``member(data)``, and the caller goes on."""
+
+        def codegen(context, builder, signature, args):
+            pointer, int32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            function_type = ir.FunctionType(ir.VoidType(), [pointer, pointer, int32])
+            function = builder.inttoptr(args[0], function_type.as_pointer())
+            member_, data_ = (builder.inttoptr(v, pointer) for v in args[1:3])
+            builder.call(
+                function, [member_, data_, context.cast(builder, args[3], signature.args[3], types.int32)]
+            )
+            return context.get_dummy_value()
+
+        valid = all(isinstance(t, types.Integer) for t in (address, member, data, threads))
+        return (types.void(address, member, data, threads), codegen) if valid else None
+
+    @intrinsic
+    def _region_end(typingctx, address):
+        """``GOMP_parallel_end()`` at ``address``: wait for the region's other members."""
+
+        def codegen(context, builder, signature, args):
+            function = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), []).as_pointer())
+            builder.call(function, [])
+            return context.get_dummy_value()
+
+        return (types.void(address), codegen) if isinstance(address, types.Integer) else None
+
     @_jit
     def _exp(x, k):
         """e^x in float64."""
@@ -521,6 +577,13 @@ if numba is not None:
         if a.dtype == types.float32:
             return lambda address, a, packed, out: _sgemm_compute(address, a, packed, out)
         return lambda address, a, packed, out: None  # no packed dgemm: float64 is never packed
+
+    @overload(constants, jit_options=_GATE_OPTIONS)
+    def _constants_overload(like, size):
+        scalar = np.float32 if like.dtype == types.float32 else np.float64
+        head = tuple(scalar(v) for v in _VALUES[:INV_GATES])
+        tail = tuple(scalar(v) for v in _VALUES[INV_SIZE + 1 :])
+        return lambda like, size: head + (scalar(1.0 / (4 * size)), scalar(1.0 / size)) + tail
 
 
 @_jit
@@ -766,12 +829,14 @@ def _gate_gradients(
 # A recurrence that runs on one thread (``_parts``) leaves the other cores idle, while the input
 # side before it (W_ih x of every row, one large product) makes it wait: 0.5 of a 3.5 ms call at
 # (T, B, H) = (1000, 1, 128). With ``NumbaLoops.projects_input`` the product is cut into ranges of
-# steps in the order the recurrence visits them, short first (``_ranges``), and shared out: a
-# helper thread (``_project``) takes the next range not yet taken while the recurrence runs, and
-# the recurrence takes one itself whenever it reaches a range nobody has taken. It never waits on
-# a thread that has not started, so it runs even where the runtime gives it no second thread; the
-# results are the same whoever computes a range. ``claims`` = (ranges taken, then one flag per
-# range: 0 pending, 1 done, -1 given up because the helper failed).
+# steps in the order the recurrence visits them, short first (``_ranges``), and shared out: the
+# recurrence kernel opens a region of torch's OpenMP runtime of two (``pool.region_addresses``),
+# whose second member (``_project``, by way of a compiled C callback, ``_helper``) takes the next
+# range not yet taken while the recurrence runs; the recurrence takes one itself whenever it
+# reaches a range nobody has taken. It never waits on a thread that has not started, so it runs
+# even where the runtime gives it no second thread; the results are the same whoever computes a
+# range. ``claims`` = (ranges taken, then one flag per range: 0 pending, 1 done). No member enters
+# Python: a region whose members called back into Python cost 38 µs (``pool.run``), this one 2-7.
 
 
 @_jit
@@ -798,12 +863,8 @@ def _project(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes
 
 @_jit
 def _input_ready(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse, r):
-    """Return once range ``r`` is done, computing ranges nobody has taken meanwhile; False if the
-    helper gave up."""
-    while True:
-        state = _load_acquire(claims, 1 + r)
-        if state != 0:
-            return state > 0
+    """Return once range ``r`` is done, computing ranges nobody has taken meanwhile."""
+    while _load_acquire(claims, 1 + r) == 0:
         if _load_acquire(claims, 0) <= r:
             taken = _fetch_add(claims, 0)
             if taken < bounds.shape[0] - 1:
@@ -812,15 +873,73 @@ def _input_ready(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_s
                 )
 
 
+# ``_project``'s arguments for the helper, as the numbers of an int64 array: the three MKL
+# addresses, then x's address, rows and width, W_ih's address and rows, gates' address, bounds'
+# address and length (claims' too), claims' address, offsets' address and length (the steps),
+# batch_sizes' address, reverse
+_DESCRIPTION = 16
+
+
+@_jit
+def _describe(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse):
+    """``_project``'s arguments for the helper (``_DESCRIPTION``), valid while the arrays live."""
+    d = np.empty(_DESCRIPTION, dtype=np.int64)
+    d[0], d[1], d[2] = mkl_addresses
+    d[3], d[4], d[5] = _address(x), x.shape[0], x.shape[1]
+    d[6], d[7], d[8] = _address(w_ih), w_ih.shape[0], _address(gates)
+    d[9], d[10], d[11] = _address(bounds), bounds.shape[0], _address(claims)
+    d[12], d[13], d[14] = _address(offsets), offsets.shape[0], _address(batch_sizes)
+    d[15] = reverse
+    return d
+
+
+@_jit
+def _help(data, dtype):
+    """``_project`` on the arrays that ``_describe`` wrote to ``data`` (a pointer), of ``dtype``."""
+    d = numba.carray(data, (_DESCRIPTION,), np.int64)
+    rows, width, gate_width, ranges, steps = d[4], d[5], d[7], d[10], d[13]
+    _project(
+        (d[0], d[1], d[2]), numba.carray(_pointer(d[3], dtype), (rows, width)),
+        numba.carray(_pointer(d[6], dtype), (gate_width, width)),
+        numba.carray(_pointer(d[8], dtype), (rows, gate_width)),
+        numba.carray(_pointer(d[9], np.int64), (ranges,)), numba.carray(_pointer(d[11], np.int64), (ranges,)),
+        numba.carray(_pointer(d[12], np.int64), (steps,)), numba.carray(_pointer(d[14], np.int64), (steps,)),
+        d[15] != 0,
+    )  # fmt: skip
+
+
+@functools.cache
+def _helper_address(dtype: np.dtype) -> int:
+    """The address of ``void helper(void *data)``, ``_help`` for arrays of ``dtype``: the C
+    function that the region's second member calls. Compiled (or loaded from the disk cache) on
+    first use, not at import."""
+    scalar = dtype.type
+
+    @numba.cfunc(
+        types.void(types.voidptr), cache=True, nopython=True, fastmath=_FASTMATH, error_model="numpy"
+    )
+    def helper(data):
+        _help(data, scalar)
+
+    return helper.address
+
+
+def _helper(like: np.ndarray) -> tuple[int, int, int]:
+    """``_forward``'s ``helper``: (``GOMP_parallel_start``, ``GOMP_parallel_end``, the helper's
+    address) for a kernel on arrays like ``like``; zeros where torch's OpenMP is not at hand."""
+    start, end = pool.region_addresses()
+    return (start, end, _helper_address(like.dtype)) if start else (0, 0, 0)
+
+
 # --- the recurrences --------------------------------------------------------------------------
 
 
 @_jit
 def _forward(
-    k, mkl_addresses, gates, bias, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat,
+    mkl_addresses, gates, bias, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat,
     cell_rstd, gate_inside, hidden, cell, w_hh_t, w_hr_t, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
     recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, x, w_ih, bounds,
-    claims, first, last, reverse, coupled, clip,
+    claims, helper, first, last, reverse, coupled, clip,
 ):  # fmt: skip
     _wide_vectors()
     # every array whose rows the loops view, borrowed (``_borrowed``)
@@ -830,6 +949,7 @@ def _forward(
     keep_c, keep_h = _borrowed(keep_c), _borrowed(keep_h)
     steps = batch_sizes.shape[0]
     size = cell.shape[1]
+    k = constants(gates, size)
     batch, hidden_size = hidden.shape
     layer_norm = ln_hh.shape[0] > 0
     project = unprojected.shape[0] > 0  # its buffer exists only with a projection
@@ -839,18 +959,20 @@ def _forward(
         np.empty_like(hidden),
         np.full(size, keep_c_value, dtype=gates.dtype),
         np.full(hidden_size, keep_h_value, dtype=gates.dtype),
+        _describe(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse),
     )
     h_in, z, h_new = _borrowed(owners[0]), _borrowed(owners[1]), _borrowed(owners[2])  # z: W_hh h
     keep_row_c, keep_row_h = _borrowed(owners[3]), _borrowed(owners[4])
+    start_region, end_region, helper_address = helper
+    beside = start_region != 0 and x.shape[0] > 0  # the input side's helper (``_project``)
+    if beside:
+        _region_start(start_region, helper_address, _address(owners[5]), 2)
     threads = _one_mkl_thread(mkl_addresses)
     r = -1  # the range of steps whose input side is in ``gates`` (``_input_ready``)
     for s in range(steps):
         if s >= bounds[r + 1]:
             r += 1
-            if not _input_ready(
-                mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse, r
-            ):
-                break
+            _input_ready(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse, r)
         t = steps - 1 - s if reverse else s
         start, stop = offsets[t], min(batch_sizes[t], last)
         if stop <= first:
@@ -902,12 +1024,14 @@ def _forward(
                 _copy(h_new[b], out[row])
             _copy(out[row], hidden[b])
     _restore_mkl_threads(mkl_addresses, threads)
+    if beside:
+        _region_end(end_region)
     _keep_alive(owners)
 
 
 @_jit
 def _backward(
-    k, mkl_addresses, gates, cell_new, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside, cell_prev,
+    mkl_addresses, gates, cell_new, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside, cell_prev,
     d_out, dh, dc, d_gates, d_recurrent, d_projected,
     w_hh, w_hr, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
     recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, first, last, gains,
@@ -922,6 +1046,7 @@ def _backward(
     keep_c, keep_h = _borrowed(keep_c), _borrowed(keep_h)
     steps = batch_sizes.shape[0]
     size = dc.shape[1]
+    k = constants(gates, size)
     batch, hidden_size = dh.shape
     one = k[ONE]
     layer_norm = ln_hh.shape[0] > 0
@@ -1162,14 +1287,15 @@ def _step_work(w: LSTMWeights) -> int:
 
 
 # The least input-side work (multiply-adds of W_ih x over all rows) worth sharing out beside the
-# recurrence (``_project``): the helper costs a parallel region (``pool``), and the ranges the
-# recurrence computes itself are slower than one product on every core. Measured on the 2-core
-# Intel machine, one layer's forward, shared / before (medians of 100-150 interleaved calls):
-# (T, B, H) = (400, 1, 64), 6.6e6, +9%; (1000, 1, 64), 1.6e7, +5%; (100, 4, 128), 2.6e7, +2%;
-# (500, 1, 128), 3.3e7, -5%; (1000, 1, 128), 6.6e7, -7 to -9% (3.65-3.96 ms against 3.99-4.34);
-# (300, 1, 256), 7.9e7, -7%. With W_ih no longer packed first (``_input_side``), still a loss
-# below: (200, 1, 64) +17%, (400, 1, 64) +4%, (1000, 1, 64) +3% (whole calls, one process).
-MIN_PROJECT_WORK = 20_000_000
+# recurrence (``_project``): below it the ranges' own products and the region's start cost more
+# than the one product on every core that they replace. Measured on the 2-core Intel machine,
+# whole inference calls, beside / before (medians of 300-400 interleaved calls, one process):
+# (T, B, H) = (20, 1, 32), 8e4, 1.04; (50, 1, 32), 2e5, 1.07; (10, 1, 128), 6.6e5, 0.99;
+# (20, 2, 64), 6.6e5, 1.01; (50, 1, 64), 8.2e5, 0.99-1.01; (100, 1, 64), 1.6e6, 0.97;
+# (30, 1, 128), 2e6, 0.94; (200, 1, 64), 3.3e6, 0.93-0.96; (100, 4, 64), 6.6e6, 0.94;
+# (1000, 1, 128), 6.6e7, 0.86. (With a helper that called back into Python, whose region cost
+# 38 µs, the threshold was 2e7.)
+MIN_PROJECT_WORK = 2**20
 # The ranges of ``_project`` in rows: the first short, so that the recurrence starts soon, then
 # twice as long each time up to the longest
 FIRST_PROJECT_ROWS = 8
@@ -1177,6 +1303,7 @@ MOST_PROJECT_ROWS = 256
 # ``_forward``'s ranges and claims when the input side is in ``gates`` before the call: one range,
 # done (never written: the kernel writes a claim only where one is pending)
 _ONE_RANGE = np.array([0, np.iinfo(np.int64).max]), np.ones(2, dtype=np.int64)
+_NO_HELPER = (0, 0, 0)
 
 
 def _ranges(steps: int, batch: int) -> np.ndarray:
@@ -1191,32 +1318,18 @@ def _ranges(steps: int, batch: int) -> np.ndarray:
 
 
 def _input_side(x: Tensor | None, w_ih: Tensor, like: np.ndarray, batch_sizes: Sequence[int]) -> tuple:
-    """``_forward``'s (x, w_ih, bounds, claims): with ``x``, the input side to compute in ranges
-    (``_project``); without, none. W_ih goes as it is, multiplied by MKL's plain sgemm
+    """``_forward``'s (x, w_ih, bounds, claims, helper): with ``x``, the input side to compute in
+    ranges (``_project``), beside the recurrence where a helper can start; without, none. W_ih goes as it is, multiplied by MKL's plain sgemm
     (``_sgemm_nt``) or OpenBLAS: packing it for MKL's packed product first took 167 µs of a
     (1000, 1, 128) call after other work, before the recurrence's first step. One layer's forward,
     new / packed, medians of 150 interleaved calls: (300, 1, 256) 0.89, (100, 4, 128) 0.94,
     (500, 1, 128) 0.97, (1000, 1, 128) 0.97-1.00 (there the recurrence computes the first short
     ranges itself, each sgemm call packing W_ih inside MKL again)."""
     if x is None:
-        return _empty(like.dtype, 2), _empty(like.dtype, 2), *_ONE_RANGE
+        return _empty(like.dtype, 2), _empty(like.dtype, 2), *_ONE_RANGE, _NO_HELPER
     bounds = _ranges(len(batch_sizes), batch_sizes[0])
-    return _array(x, like, 2), _array(w_ih, like, 2), bounds, np.zeros(len(bounds), dtype=np.int64)
-
-
-def _helper(arguments: tuple, claims: np.ndarray) -> Callable[[], None]:
-    """``_project(*arguments)`` as a call for ``pool.run``; should it fail, every range still
-    pending in ``claims`` (its argument) is given up (-1), so that the recurrence waiting on one
-    stops."""
-
-    def call() -> None:
-        try:
-            _project(*arguments)
-        except BaseException:
-            claims[1:][claims[1:] == 0] = -1
-            raise
-
-    return call
+    claims = np.zeros(len(bounds), dtype=np.int64)
+    return _array(x, like, 2), _array(w_ih, like, 2), bounds, claims, _helper(like)
 
 
 def _recur(
@@ -1233,17 +1346,12 @@ def _recur(
     batch = cell.shape[0]
     input_side, addresses = _input_side(x, w.w_ih, gates, batch_sizes), _mkl_addresses(gates)
     arguments = (
-        constants(gates.dtype, cell.shape[1]), addresses, gates, _bias(w, gates), cell_new, cells, out,
+        addresses, gates, _bias(w, gates), cell_new, cells, out,
         *buffers, gate_inside, hidden, cell, _blocked(w.w_hh, gates, batch, transpose=True),
         _blocked(w.w_hr, gates, batch, transpose=True), *shared, *input_side,
     )  # fmt: skip
     parts = _parts(shared[-1], _step_work(w))
     calls = [functools.partial(_forward, *arguments, *part, reverse, *last) for part in parts]
-    if x is not None:  # after the recurrence, which never waits for it to start (``pool.run``)
-        rows, w_ih, bounds, claims = input_side
-        offsets, sizes = shared[-2:]
-        helper = (addresses, rows, w_ih, gates, bounds, claims, offsets, sizes, reverse)
-        calls.append(_helper(helper, claims))
     with _blas_threads(gates):
         pool.run(calls)
 
@@ -1255,11 +1363,13 @@ class NumbaLoops:
     ADDS_BIAS = True  # in the pass that adds W_hh h, while the row is in cache
 
     def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        """When the recurrence runs on one thread of several (``_parts``) and W_ih x is worth
-        a second (``MIN_PROJECT_WORK``): ``_project`` computes it there, step range by step range."""
+        """When the recurrence runs on one thread of several (``_parts``), W_ih x is worth a
+        second (``MIN_PROJECT_WORK``) and torch's OpenMP can start one (``pool.region_addresses``):
+        ``_project`` computes it there, step range by step range."""
         return (
             x.shape[0] * w.w_ih.numel() >= MIN_PROJECT_WORK
             and torch.get_num_threads() > 1
+            and pool.region_addresses()[0] != 0
             and len(_parts(batch_sizes, _step_work(w))) == 1
         )
 
@@ -1286,7 +1396,7 @@ class NumbaLoops:
         buffers = (ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
         batch = d_cn.shape[0]
         arguments = (
-            constants(like.dtype, d_cn.shape[1]), _mkl_addresses(like), like, ws.cell_new.numpy(),
+            _mkl_addresses(like), like, ws.cell_new.numpy(),
             *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside), gs.cell_prev.numpy(),
             d_out.numpy(), dh.numpy(), dc.numpy(), gs.d_gates.numpy(), gs.d_recurrent.numpy(),
             _array(gs.d_projected, like, 2), _blocked(w.w_hh, like, batch), _blocked(w.w_hr, like, batch),

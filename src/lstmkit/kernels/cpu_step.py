@@ -25,14 +25,14 @@ from torch import Tensor
 
 from . import cpu
 from .contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
-from .cpu import ONE, _activate, _borrowed, _gate_gradients, _jit, _mix, _squash, _wide_vectors
+from .cpu import ONE, _activate, _borrowed, _gate_gradients, _jit, _mix, _squash, _wide_vectors, constants
 from .lstm_function import Gradients, Loops, Workspace, lstm_layer_with
 from .matmul import linear
 
 
 @_jit
 def _forward(
-    k, gates, bias, cell_prev, hidden_prev, cell_new, cells, out, gate_inside, p_i, p_f, p_o,
+    gates, bias, cell_prev, hidden_prev, cell_new, cells, out, gate_inside, p_i, p_f, p_o,
     keep_c, keep_c_value, keep_h, keep_h_value, coupled, clip,
 ):  # fmt: skip
     """One step over the rows of ``gates`` (B, 4H), which hold the pre-activations but the biases
@@ -41,6 +41,7 @@ def _forward(
     _wide_vectors()
     gates, cell_new, cells, out = _borrowed(gates), _borrowed(cell_new), _borrowed(cells), _borrowed(out)
     size = cell_new.shape[1]
+    k = constants(gates, size)
     for b in range(gates.shape[0]):
         a = gates[b]
         for j in range(4 * size):
@@ -62,7 +63,7 @@ def _forward(
 
 @_jit
 def _backward(
-    k, gates, cell_new, gate_inside, cell_prev, d_out, d_hn, dc, d_gates, carry_h, p_i, p_f, p_o,
+    gates, cell_new, gate_inside, cell_prev, d_out, d_hn, dc, d_gates, carry_h, p_i, p_f, p_o,
     keep_c, keep_c_value, keep_h, keep_h_value, coupled, clip,
 ):  # fmt: skip
     """dL/d(pre-activations) into ``d_gates`` (B, 4H) from dL/dh_1 = d_out + d_hn and
@@ -71,6 +72,7 @@ def _backward(
     _wide_vectors()
     gates, d_gates, dc = _borrowed(gates), _borrowed(d_gates), _borrowed(dc)
     size = cell_new.shape[1]
+    k = constants(gates, size)
     one = k[ONE]
     zoneout_c = keep_c.shape[0] > 0 or keep_c_value > 0
     zoneout_h = keep_h.shape[0] > 0 or keep_h_value > 0
@@ -112,7 +114,7 @@ def _step(
 ) -> None:  # fmt: skip
     """``_forward`` on NumPy arrays: ``StepLoops.forward``'s workspace, or ``step_inference``'s own."""
     _forward(
-        cpu.constants(gates.dtype, c0.shape[1]), gates, cpu._bias(w, gates), c0, h0, cell_new, cells, out,
+        gates, cpu._bias(w, gates), c0, h0, cell_new, cells, out,
         gate_inside, *_options(w, masks, gates, batch_sizes, options),
     )  # fmt: skip
 
@@ -149,7 +151,7 @@ class StepLoops(Loops):
         carry_h = torch.zeros_like(d_hn)
         like = ws.gates.numpy()
         _backward(
-            cpu.constants(like.dtype, dc.shape[1]), like, ws.cell_new.numpy(), cpu._flags(ws.gate_inside),
+            like, ws.cell_new.numpy(), cpu._flags(ws.gate_inside),
             gs.cell_prev.numpy(), d_out.numpy(), d_hn.numpy(), dc.numpy(), gs.d_gates.numpy(),
             carry_h.numpy(), *_options(w, masks, like, batch_sizes, options),
         )  # fmt: skip
