@@ -1184,9 +1184,12 @@ def _mkl_pack(matrix: np.ndarray, rows: int) -> np.ndarray:
     return packed
 
 
+_BOOL = np.dtype(np.bool_)
+
+
 def _flags(tensor: Tensor | None) -> np.ndarray:
     """The clipping flags as a boolean array; an empty one without clipping."""
-    return _empty(np.dtype(np.bool_), 2) if tensor is None else tensor.numpy()
+    return _empty(_BOOL, 2) if tensor is None else tensor.numpy()
 
 
 def _discarded_flags(options: LSTMOptions, rows: int, gates: int) -> np.ndarray:
@@ -1230,6 +1233,9 @@ def _rows(batch_sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     return _read_only(sizes, np.cumsum(sizes) - sizes)
 
 
+_NO_VECTORS = (None,) * 6
+
+
 def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, options: LSTMOptions) -> tuple:
     """The arguments that forward and backward take in the same order, after their own."""
     vectors = (
@@ -1241,7 +1247,7 @@ def _shared(w: LSTMWeights, masks: LSTMMasks, like: np.ndarray, batch_sizes, opt
         w.layer_norm_cell_bias,
     )
     sizes, offsets = _rows(batch_sizes)
-    if all(v is None for v in (*vectors, *masks)):
+    if vectors == _NO_VECTORS and (masks is NO_MASKS or masks == NO_MASKS):
         options_part, last = _plain_options(like.dtype, options)
         return (*options_part, offsets, sizes), last
     keep_c, keep_c_value = _keep(masks.keep_cell, like)
@@ -1277,7 +1283,8 @@ def _bias(w: LSTMWeights, like: np.ndarray) -> np.ndarray:
     """b_ih + b_hh (4H,), which the forward kernel adds (``ADDS_BIAS``); zeros without biases."""
     if w.b_ih is None:
         return np.zeros(like.shape[1], dtype=like.dtype)
-    return (w.b_ih + w.b_hh).detach().numpy()
+    # in NumPy: a torch operation costs 2-3 µs of a short call more
+    return np.add(w.b_ih.detach().numpy(), w.b_hh.detach().numpy())
 
 
 def _step_work(w: LSTMWeights) -> int:
@@ -1317,6 +1324,12 @@ def _ranges(steps: int, batch: int) -> np.ndarray:
     return np.array(bounds, dtype=np.int64)
 
 
+@functools.cache
+def _no_input_side(dtype: np.dtype) -> tuple:
+    """``_input_side`` without x: in ``gates`` before the call."""
+    return _empty(dtype, 2), _empty(dtype, 2), *_ONE_RANGE, _NO_HELPER
+
+
 def _input_side(x: Tensor | None, w_ih: Tensor, like: np.ndarray, batch_sizes: Sequence[int]) -> tuple:
     """``_forward``'s (x, w_ih, bounds, claims, helper): with ``x``, the input side to compute in
     ranges (``_project``), beside the recurrence where a helper can start; without, none. W_ih goes as it is, multiplied by MKL's plain sgemm
@@ -1326,7 +1339,7 @@ def _input_side(x: Tensor | None, w_ih: Tensor, like: np.ndarray, batch_sizes: S
     (500, 1, 128) 0.97, (1000, 1, 128) 0.97-1.00 (there the recurrence computes the first short
     ranges itself, each sgemm call packing W_ih inside MKL again)."""
     if x is None:
-        return _empty(like.dtype, 2), _empty(like.dtype, 2), *_ONE_RANGE, _NO_HELPER
+        return _no_input_side(like.dtype)
     bounds = _ranges(len(batch_sizes), batch_sizes[0])
     claims = np.zeros(len(bounds), dtype=np.int64)
     return _array(x, like, 2), _array(w_ih, like, 2), bounds, claims, _helper(like)
@@ -1351,9 +1364,11 @@ def _recur(
         _blocked(w.w_hr, gates, batch, transpose=True), *shared, *input_side,
     )  # fmt: skip
     parts = _parts(shared[-1], _step_work(w))
-    calls = [functools.partial(_forward, *arguments, *part, reverse, *last) for part in parts]
     with _blas_threads(gates):
-        pool.run(calls)
+        if len(parts) == 1:  # without pool.run's partial, a copy of the 40 arguments
+            _forward(*arguments, *parts[0], reverse, *last)
+        else:
+            pool.run([functools.partial(_forward, *arguments, *part, reverse, *last) for part in parts])
 
 
 class NumbaLoops:
