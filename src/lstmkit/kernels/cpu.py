@@ -188,12 +188,22 @@ _VALUES = (
 )  # fmt: skip
 
 
-def constants(like, size):
-    """The ``k`` tuple of a kernel on arrays like ``like`` and cell size ``size``, made inside the
-    kernel: a tuple, not an array, so that no store into the kernel's arrays can alias the
-    constants, and LLVM sees every value but 1 / 4H and 1 / H. Passed in as an argument, the tuple
-    of 36 NumPy scalars cost 4 µs of each call's dispatch (measured: a kernel of 12 arguments 2.2
-    µs, with the tuple 6.2)."""
+@functools.cache
+def constants(dtype: np.dtype, size: int) -> tuple:
+    """The ``k`` tuple for a sequence kernel of ``dtype`` and cell size ``size``: a tuple, not an
+    array, so that no store into the kernel's arrays can alias the constants."""
+    values = list(_VALUES)
+    values[INV_GATES], values[INV_SIZE] = 1.0 / (4 * size), 1.0 / size
+    return tuple(dtype.type(v) for v in values)
+
+
+def step_constants(like, size):
+    """``constants`` made inside a kernel on arrays like ``like``, for the one-step kernels: passed
+    in, the tuple of 36 NumPy scalars cost 4 µs of each call's dispatch (measured: a kernel of 12
+    arguments 2.2 µs, with the tuple 6.2), a tenth of an LSTMCell's step at batch 1. The sequence
+    kernels take theirs as an argument all the same: with the values in their code they ran 1-4%
+    slower at (T, B, H) = (100, 16-32, 128) and (50, 64, 256) (LLVM's code differs; one process,
+    interleaved), and their call is long."""
 
 
 def _sigmoid(x, k):
@@ -578,12 +588,16 @@ if numba is not None:
             return lambda address, a, packed, out: _sgemm_compute(address, a, packed, out)
         return lambda address, a, packed, out: None  # no packed dgemm: float64 is never packed
 
-    @overload(constants, jit_options=_GATE_OPTIONS)
-    def _constants_overload(like, size):
+    @overload(step_constants, jit_options=_GATE_OPTIONS)
+    def _step_constants_overload(like, size):
         scalar = np.float32 if like.dtype == types.float32 else np.float64
-        head = tuple(scalar(v) for v in _VALUES[:INV_GATES])
-        tail = tuple(scalar(v) for v in _VALUES[INV_SIZE + 1 :])
-        return lambda like, size: head + (scalar(1.0 / (4 * size)), scalar(1.0 / size)) + tail
+        items = [f"scalar({v!r})" for v in _VALUES]
+        items[INV_GATES], items[INV_SIZE] = "scalar(1.0 / (4 * size))", "scalar(1.0 / size)"
+        # one tuple expression of literals: a sequence kernel with the tuple built by concatenating
+        # constant tuples ran 3-8% slower than with it passed in, with this 1-3% (measured)
+        namespace = {"scalar": scalar}
+        exec(f"def impl(like, size):\n    return ({', '.join(items)},)", namespace)
+        return namespace["impl"]
 
 
 @_jit
@@ -936,7 +950,7 @@ def _helper(like: np.ndarray) -> tuple[int, int, int]:
 
 @_jit
 def _forward(
-    mkl_addresses, gates, bias, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat,
+    k, mkl_addresses, gates, bias, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat,
     cell_rstd, gate_inside, hidden, cell, w_hh_t, w_hr_t, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
     recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, x, w_ih, bounds,
     claims, helper, first, last, reverse, coupled, clip,
@@ -949,7 +963,6 @@ def _forward(
     keep_c, keep_h = _borrowed(keep_c), _borrowed(keep_h)
     steps = batch_sizes.shape[0]
     size = cell.shape[1]
-    k = constants(gates, size)
     batch, hidden_size = hidden.shape
     layer_norm = ln_hh.shape[0] > 0
     project = unprojected.shape[0] > 0  # its buffer exists only with a projection
@@ -1031,7 +1044,7 @@ def _forward(
 
 @_jit
 def _backward(
-    mkl_addresses, gates, cell_new, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside, cell_prev,
+    k, mkl_addresses, gates, cell_new, hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside, cell_prev,
     d_out, dh, dc, d_gates, d_recurrent, d_projected,
     w_hh, w_hr, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
     recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, first, last, gains,
@@ -1046,7 +1059,6 @@ def _backward(
     keep_c, keep_h = _borrowed(keep_c), _borrowed(keep_h)
     steps = batch_sizes.shape[0]
     size = dc.shape[1]
-    k = constants(gates, size)
     batch, hidden_size = dh.shape
     one = k[ONE]
     layer_norm = ln_hh.shape[0] > 0
@@ -1359,7 +1371,7 @@ def _recur(
     batch = cell.shape[0]
     input_side, addresses = _input_side(x, w.w_ih, gates, batch_sizes), _mkl_addresses(gates)
     arguments = (
-        addresses, gates, _bias(w, gates), cell_new, cells, out,
+        constants(gates.dtype, cell.shape[1]), addresses, gates, _bias(w, gates), cell_new, cells, out,
         *buffers, gate_inside, hidden, cell, _blocked(w.w_hh, gates, batch, transpose=True),
         _blocked(w.w_hr, gates, batch, transpose=True), *shared, *input_side,
     )  # fmt: skip
@@ -1411,7 +1423,7 @@ class NumbaLoops:
         buffers = (ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
         batch = d_cn.shape[0]
         arguments = (
-            _mkl_addresses(like), like, ws.cell_new.numpy(),
+            constants(like.dtype, d_cn.shape[1]), _mkl_addresses(like), like, ws.cell_new.numpy(),
             *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside), gs.cell_prev.numpy(),
             d_out.numpy(), dh.numpy(), dc.numpy(), gs.d_gates.numpy(), gs.d_recurrent.numpy(),
             _array(gs.d_projected, like, 2), _blocked(w.w_hh, like, batch), _blocked(w.w_hr, like, batch),

@@ -42,13 +42,12 @@ from .rnn_function import rnn_layer_with
 
 
 @_jit
-def _forward(mkl_addresses, out, hidden, w_hh_t, offsets, batch_sizes, first, last, reverse, relu):
+def _forward(k, mkl_addresses, out, hidden, w_hh_t, offsets, batch_sizes, first, last, reverse, relu):
     """Sequences [first, last): out's rows += h_{t-1} @ W_hh.T, activated; hidden h0 -> h_n."""
     _wide_vectors()
     out, hidden = _borrowed(out), _borrowed(hidden)
     steps = batch_sizes.shape[0]
     batch, size = hidden.shape
-    k = constants(out, size)
     zero = k[ZERO]
     owners = (np.empty((batch, size), dtype=out.dtype),)
     z = _borrowed(owners[0])  # W_hh h_{t-1}
@@ -74,14 +73,15 @@ def _forward(mkl_addresses, out, hidden, w_hh_t, offsets, batch_sizes, first, la
 
 
 @_jit
-def _backward(mkl_addresses, d_pre, dh, d_out, out, w_hh, offsets, batch_sizes, first, last, reverse, relu):
+def _backward(
+    k, mkl_addresses, d_pre, dh, d_out, out, w_hh, offsets, batch_sizes, first, last, reverse, relu
+):
     """Sequences [first, last), the forward steps backwards: d_pre's rows = (dh + d_out)
     times the activation's derivative; dh dL/dh_n -> dL/dh0."""
     _wide_vectors()
     d_pre, dh, d_out, out = _borrowed(d_pre), _borrowed(dh), _borrowed(d_out), _borrowed(out)
     steps = batch_sizes.shape[0]
     size = dh.shape[1]
-    k = constants(out, size)
     one, zero = k[ONE], k[ZERO]
     threads = _one_mkl_thread(mkl_addresses)
     for s in range(steps - 1, -1, -1):
@@ -112,7 +112,7 @@ class NumbaRNNLoops:
         like = out.numpy()
         sizes, offsets = _rows(batch_sizes)
         arguments = (
-            _mkl_addresses(like), like, hidden.numpy(),
+            constants(like.dtype, hidden.shape[1]), _mkl_addresses(like), like, hidden.numpy(),
             _blocked(w_hh, like, hidden.shape[0], transpose=True), offsets, sizes,
         )  # fmt: skip
         self._run(_forward, arguments, like, sizes, w_hh, (reverse, nonlinearity == "relu"))
@@ -124,7 +124,7 @@ class NumbaRNNLoops:
         like = out.numpy()
         sizes, offsets = _rows(batch_sizes)
         arguments = (
-            _mkl_addresses(like), d_pre.numpy(), dh.numpy(), d_out.numpy(),
+            constants(like.dtype, dh.shape[1]), _mkl_addresses(like), d_pre.numpy(), dh.numpy(), d_out.numpy(),
             like, _blocked(w_hh, like, dh.shape[0]), offsets, sizes,
         )  # fmt: skip
         self._run(_backward, arguments, like, sizes, w_hh, (reverse, nonlinearity == "relu"))

@@ -25,7 +25,17 @@ from torch import Tensor
 
 from . import cpu
 from .contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
-from .cpu import ONE, _activate, _borrowed, _gate_gradients, _jit, _mix, _squash, _wide_vectors, constants
+from .cpu import (
+    ONE,
+    _activate,
+    _borrowed,
+    _gate_gradients,
+    _jit,
+    _mix,
+    _squash,
+    _wide_vectors,
+    step_constants,
+)
 from .lstm_function import Gradients, Loops, Workspace, lstm_layer_with
 from .matmul import linear
 
@@ -41,7 +51,7 @@ def _forward(
     _wide_vectors()
     gates, cell_new, cells, out = _borrowed(gates), _borrowed(cell_new), _borrowed(cells), _borrowed(out)
     size = cell_new.shape[1]
-    k = constants(gates, size)
+    k = step_constants(gates, size)
     for b in range(gates.shape[0]):
         a = gates[b]
         for j in range(4 * size):
@@ -72,7 +82,7 @@ def _backward(
     _wide_vectors()
     gates, d_gates, dc = _borrowed(gates), _borrowed(d_gates), _borrowed(dc)
     size = cell_new.shape[1]
-    k = constants(gates, size)
+    k = step_constants(gates, size)
     one = k[ONE]
     zoneout_c = keep_c.shape[0] > 0 or keep_c_value > 0
     zoneout_h = keep_h.shape[0] > 0 or keep_h_value > 0
