@@ -3,12 +3,13 @@ against torch.nn.LSTMCell, in one process.
 
 Four tables. Shapes: for each case (T, B, I=H, layers, bidirectional) and mode (inference:
 forward under no_grad; training: forward + backward), every lstmkit backend and torch.nn.LSTM
-run the same input with the same weights. Variants: training at (100, 32, 128) with one variant
+run the same input (each module with its own initial weights: the times do not depend on their
+values). Variants: training at (100, 32, 128) with one variant
 option each (docs/variants.md), against plain torch.nn.LSTM at the same size. RNN: the plain
 RNN (tanh) at four of the shapes, against torch.nn.RNN. One step: an LSTMCell and a sequence of
 one step (token by token), at batch 1 and 32, with 20 times the rounds (a call takes tens of
-microseconds). Calls are interleaved round by round, in
-an order shuffled every round (a new seed each run unless --seed), so that machine noise and the
+microseconds); the streaming cases (batch 1) take 5 times the rounds. Calls are interleaved
+round by round, in an order shuffled every round (a new seed each run unless --seed), so that machine noise and the
 after-effects of one call on the next hit all alike; the median over rounds is reported with its
 ratio against the torch.nn module. Output: a '#' header (machine, versions, threads), CSV rows,
 then markdown tables for BENCHMARKS.md.
@@ -238,7 +239,8 @@ def main() -> None:
         for m in ("inference", "training")
     ]
     for table, case, mode in plan:
-        rounds = args.rounds * (20 if table == "steps" else 1)
+        # short calls take more rounds: their medians move most with the machine's noise
+        rounds = args.rounds * (20 if table == "steps" else 5 if case.batch == 1 else 1)
         times = measure(case, mode, rnn_backends if table == "rnn" else backends, rounds, args.device, seed)
         base = statistics.median(times[f"nn.{case.kind}"])
         row = [case.label or str(case), mode, f"{base:.2f}"]

@@ -52,8 +52,9 @@ def _openmp() -> _OpenMP | None:
             parallel.restype = None
             for name in ("omp_get_thread_num", "omp_get_num_threads"):
                 getattr(library, name).restype = ctypes.c_int
+            # libgomp's older entry points, kept for binaries built by older GCCs; 0 where gone
             start, end = (
-                ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+                ctypes.cast(getattr(library, name), ctypes.c_void_p).value if hasattr(library, name) else 0
                 for name in ("GOMP_parallel_start", "GOMP_parallel_end")
             )
             return _OpenMP(parallel, library.omp_get_thread_num, library.omp_get_num_threads, start, end)
@@ -67,7 +68,7 @@ def region_addresses() -> tuple[int, int]:
     first member until the end, where it waits for the others; a region of two whose second
     member does nothing took 2 µs, 7 µs once the team's threads had gone to sleep (measured)."""
     openmp = _openmp()
-    return (0, 0) if openmp is None else (openmp.start, openmp.end)
+    return (0, 0) if openmp is None or not (openmp.start and openmp.end) else (openmp.start, openmp.end)
 
 
 _EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
