@@ -1456,56 +1456,15 @@ _LOOPS = NumbaLoops()
 lstm_layer = lstm_layer_with(_LOOPS)
 
 
-@_jit
-def _infer(
-    k, mkl_addresses, gates, b_ih, b_hh, hidden, cell, w_hh_t, w_hr_t, offsets, batch_sizes, x, w_ih,
-    bounds, claims, helper, reverse, coupled, clip, project,
-):  # fmt: skip
-    """``_forward`` of a layer direction on one thread with nothing kept for backward: the bias
-    b_ih + b_hh (empty arrays without biases) and the buffers made here, in compiled code.
-    Returns out (N, P); ``hidden`` and ``cell`` (B, P), (B, H) leave as the final state."""
-    rows, size, dtype = gates.shape[0], cell.shape[1], gates.dtype
-    bias = np.zeros(4 * size, dtype=dtype)
-    if b_ih.shape[0] > 0:
-        for j in range(4 * size):
-            bias[j] = b_ih[j] + b_hh[j]
-    cell_new = np.empty((rows, size), dtype=dtype)
-    out = np.empty((rows, hidden.shape[1]), dtype=dtype)
-    unprojected = np.empty((rows if project else 0, size), dtype=dtype)
-    flags = clip < np.inf  # the clipping flags, which no backward reads
-    clipped = np.empty((rows if flags else 0, 4 * size if flags else 0), dtype=np.bool_)
-    no_rows, no_vector = np.empty((0, 0), dtype=dtype), np.empty(0, dtype=dtype)
-    _forward(
-        k, mkl_addresses, gates, bias, cell_new, cell_new, out, unprojected, no_rows, no_rows, no_rows,
-        no_rows, clipped, hidden, cell, w_hh_t, w_hr_t, no_vector, no_vector, no_vector, no_vector,
-        no_vector, no_vector, no_rows, no_rows, k[ZERO], no_rows, k[ZERO], offsets, batch_sizes, x, w_ih,
-        bounds, claims, helper, 0, hidden.shape[0], reverse, coupled, clip,
-    )  # fmt: skip
-    return out
-
-
 def _layer_inference(
     rows: Tensor, w: LSTMWeights, hidden: np.ndarray, cell: np.ndarray, batch_sizes: Sequence[int],
     reverse: bool, options: LSTMOptions,
 ) -> np.ndarray:  # fmt: skip
     """One layer direction of ``lstm_inference``: rows (N, I) -> out (N, P); ``hidden`` and
-    ``cell`` (B, P), (B, H) come in as the initial state and leave as the final one. A recurrence
-    on one thread is one compiled call (``_infer``): after other work each Python step and torch
-    call around it costs several times what it does in a loop (the arguments' assembly took 200 of
-    a (200, 1, 64) call's 1100 µs under a line profiler, right after the reference backend's call);
-    a batch split over threads goes through ``_recur``."""
-    size, batch = cell.shape[1], cell.shape[0]
+    ``cell`` (B, P), (B, H) come in as the initial state and leave as the final one."""
+    size = cell.shape[1]
     projecting = _LOOPS.projects_input(rows, w, batch_sizes)
     gates = np.empty((rows.shape[0], 4 * size), hidden.dtype) if projecting else linear(rows, w.w_ih).numpy()
-    sizes, offsets = _rows(batch_sizes)
-    if len(_parts(sizes, _step_work(w))) == 1:
-        return _infer(
-            constants(gates.dtype, size), _mkl_addresses(gates), gates, _array(w.b_ih, gates, 1),
-            _array(w.b_hh, gates, 1), hidden, cell, _blocked(w.w_hh, gates, batch, transpose=True),
-            _blocked(w.w_hr, gates, batch, transpose=True), offsets, sizes,
-            *_input_side(rows if projecting else None, w.w_ih, gates, batch_sizes), reverse,
-            *_last(gates.dtype, options), w.w_hr is not None,
-        )  # fmt: skip
     none = _empty(gates.dtype, 2)
     cell_new = np.empty((rows.shape[0], size), gates.dtype)
     out = np.empty((rows.shape[0], hidden.shape[1]), gates.dtype)
