@@ -271,6 +271,33 @@ def test_cpu_kernel_input_side_stays_before_the_recurrence_without_torchs_openmp
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_kernel_helper_entry_computes_every_range_from_its_description(dtype, reverse):
+    """The C function that a region's second member calls (``cpu._helper_address``), called here
+    from ctypes on ``cpu._describe``'s array: every range of a packed batch's W_ih x, against
+    NumPy's product in float64, and every claim done."""
+    import ctypes
+
+    generator = np.random.default_rng(0)
+    sizes = np.array([3, 3, 2, 2, 1, 1, 1], dtype=np.int64)
+    offsets = np.cumsum(sizes) - sizes
+    x = generator.standard_normal((int(sizes.sum()), 5)).astype(dtype)
+    w_ih = generator.standard_normal((8, 5)).astype(dtype)
+    gates = np.full((x.shape[0], 8), np.nan, dtype=dtype)
+    bounds = np.array([0, 1, 3, 7], dtype=np.int64)  # ranges of steps in visiting order
+    claims = np.zeros(len(bounds), dtype=np.int64)
+    description = cpu._describe(
+        cpu._mkl_addresses(gates), x, w_ih, gates, bounds, claims, offsets, sizes, reverse
+    )
+    helper = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(cpu._helper_address(np.dtype(dtype)))
+    helper(description.ctypes.data)
+    expected = x.astype(np.float64) @ w_ih.T.astype(np.float64)
+    np.testing.assert_allclose(gates, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    assert claims.tolist() == [len(bounds), 1, 1, 1]  # the taken counter: one fetch past the last range
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 def test_cpu_kernel_input_side_is_the_same_whoever_computes_it(monkeypatch, torch_threads):
     """Bit for bit: the ranges split between the helper and the recurrence as the threads race,
     five times, and all computed by the recurrence (no helper)."""
