@@ -1353,12 +1353,13 @@ def _no_input_side(dtype: np.dtype) -> tuple:
 
 def _input_side(x: Tensor | None, w_ih: Tensor, like: np.ndarray, batch_sizes: Sequence[int]) -> tuple:
     """``_forward``'s (x, w_ih, bounds, claims, helper): with ``x``, the input side to compute in
-    ranges (``_project``), beside the recurrence where a helper can start; without, none. W_ih goes as it is, multiplied by MKL's plain sgemm
-    (``_sgemm_nt``) or OpenBLAS: packing it for MKL's packed product first took 167 µs of a
-    (1000, 1, 128) call after other work, before the recurrence's first step. One layer's forward,
-    new / packed, medians of 150 interleaved calls: (300, 1, 256) 0.89, (100, 4, 128) 0.94,
-    (500, 1, 128) 0.97, (1000, 1, 128) 0.97-1.00 (there the recurrence computes the first short
-    ranges itself, each sgemm call packing W_ih inside MKL again)."""
+    ranges (``_project``), beside the recurrence where a helper can start; without, none. W_ih
+    goes as it is, multiplied by MKL's plain sgemm (``_sgemm_nt``) or OpenBLAS: packing it for
+    MKL's packed product first took 167 µs of a (1000, 1, 128) call after other work, before the
+    recurrence's first step. One layer's forward, new / packed, medians of 150 interleaved calls:
+    (300, 1, 256) 0.89, (100, 4, 128) 0.94, (500, 1, 128) 0.97, (1000, 1, 128) 0.97-1.00 (there
+    the recurrence computes the first short ranges itself, each sgemm call packing W_ih inside MKL
+    again)."""
     if x is None:
         return _no_input_side(like.dtype)
     bounds = _ranges(len(batch_sizes), batch_sizes[0])
