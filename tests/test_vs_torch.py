@@ -141,12 +141,14 @@ def test_cells_equal_torch(backend, bias, batched, with_state):
 
 @pytest.mark.parametrize("backend", [b for b in lstmkit.functional.available("lstm") if b != "auto"])
 @pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
-def test_gradients_when_one_output_alone_reaches_the_loss(backend, used):
-    """Outputs that the loss never reads get no gradient from autograd (None, not zeros)."""
+@pytest.mark.parametrize("steps", [1, 5])
+def test_gradients_when_one_output_alone_reaches_the_loss(backend, used, steps):
+    """Outputs that the loss never reads get no gradient from autograd (None, not zeros); one
+    step runs the one-step kernels' own Function on "cpu"."""
     torch.manual_seed(0)
     theirs = torch.nn.LSTM(3, 4, 2, bidirectional=True, dtype=torch.float64)
     ours = lstmkit.LSTM.from_torch(theirs, backend=backend)
-    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    x = torch.randn(steps, 2, 3, dtype=torch.float64)
     grads = []
     for model in (theirs, ours):
         leaf = x.clone().requires_grad_()
@@ -155,3 +157,30 @@ def test_gradients_when_one_output_alone_reaches_the_loss(backend, used):
         grads.append([leaf.grad, *(p.grad for p in model.parameters())])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", LSTM_BACKENDS)
+@pytest.mark.parametrize("trained", ["inputs", "weights", "weight_hh", "c_0"])
+def test_cells_with_frozen_parts_equal_torch(backend, trained):
+    """An LSTMCell where only some leaves require grad (a frozen cell fed by a trained encoder,
+    a trained cell on fixed inputs): the same gradients as nn.LSTMCell's, None for the rest."""
+    torch.manual_seed(5)
+    theirs = nn.LSTMCell(3, 5, dtype=torch.float64)
+    ours = lstmkit.LSTMCell.from_torch(theirs, backend=backend)
+    gen = torch.Generator().manual_seed(6)
+    x, h, c = (torch.randn(4, n, generator=gen, dtype=torch.float64) for n in (3, 5, 5))
+    grads = []
+    for module in (ours, theirs):
+        module.requires_grad_(trained == "weights")
+        module.weight_hh.requires_grad_(trained in ("weights", "weight_hh"))
+        leaves = [
+            t.clone().requires_grad_(trained == "inputs" or (trained == "c_0" and k == 2))
+            for k, t in enumerate((x, h, c))
+        ]
+        hidden, cell = module(leaves[0], tuple(leaves[1:]))
+        (hidden * torch.arange(20.0, dtype=torch.float64).view(4, 5) + cell.square()).sum().backward()
+        grads.append([t.grad for t in leaves] + [p.grad for p in module.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

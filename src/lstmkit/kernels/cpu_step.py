@@ -4,9 +4,10 @@ The step's recurrent product W_hh h_0 is known before the step, so it joins the 
 one more product in PyTorch, and the compiled kernels are only the gate arithmetic: no packed
 W_hh and none of the sequence kernels' set-up, which a single step cannot repay (measured for
 an LSTMCell of H = 64 at batch 1, inference: 148 µs on the sequence kernel, 116 µs on the torch
-backend, 82-92 µs on these kernels; nn.LSTMCell 44-50 µs). ``StepLoops`` plugs into the shared
-``lstm_function.LSTMLayer`` as ``cpu.NumbaLoops`` does, and each row's arithmetic is the sequence
-kernels' own (``cpu._activate``, ``cpu._gate_gradients``), so the two cannot drift apart.
+backend, 82-92 µs on these kernels; nn.LSTMCell 44-50 µs). ``StepFunction`` is the step's
+autograd Function, the shared ``lstm_function.LSTMLayer``'s computation for one step without its
+sequence bookkeeping, and each row's arithmetic is the sequence kernels' own (``cpu._activate``,
+``cpu._gate_gradients``), so the two cannot drift apart.
 
 Every option but layer norm and the projection, whose steps need the sequence kernel's
 row-wide passes; ``lstm_layer`` sends those, and every call of more than one step, there.
@@ -17,11 +18,10 @@ Shapes: B sequences (the N rows of the one step), H cell size = hidden size; gat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from . import cpu
 from .contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
@@ -36,8 +36,7 @@ from .cpu import (
     _wide_vectors,
     step_constants,
 )
-from .lstm_function import Gradients, Loops, Workspace, lstm_layer_with
-from .matmul import linear
+from .matmul import linear, times, weight_gradient
 
 
 @_jit
@@ -73,11 +72,11 @@ def _forward(
 
 @_jit
 def _backward(
-    gates, cell_new, gate_inside, cell_prev, d_out, d_hn, dc, d_gates, carry_h, p_i, p_f, p_o,
-    keep_c, keep_c_value, keep_h, keep_h_value, coupled, clip,
+    gates, cell_new, gate_inside, cell_prev, d_h, dc, d_gates, carry_h, p_i, p_f, p_o, keep_c,
+    keep_c_value, keep_h, keep_h_value, coupled, clip,
 ):  # fmt: skip
-    """dL/d(pre-activations) into ``d_gates`` (B, 4H) from dL/dh_1 = d_out + d_hn and
-    dL/dc_1 = ``dc`` (B, H), which becomes dL/dc_0; ``carry_h`` gets the part of dL/dh_1 that
+    """dL/d(pre-activations) into ``d_gates`` (B, 4H) from dL/dh_1 = ``d_h`` and dL/dc_1 = ``dc``
+    (B, H), which becomes dL/dc_0; ``carry_h`` gets the part of dL/dh_1 that
     zoneout passes to h_0."""
     _wide_vectors()
     gates, d_gates, dc = _borrowed(gates), _borrowed(d_gates), _borrowed(dc)
@@ -94,7 +93,7 @@ def _backward(
     no_gains = np.empty(0, dtype=np.float64)
     for b in range(gates.shape[0]):
         for j in range(size):
-            d_hidden[j] = d_out[b, j] + d_hn[b, j]
+            d_hidden[j] = d_h[b, j]
         if zoneout_h:
             keep = keep_h[b] if keep_h.shape[0] > 0 else keep_row_h
             for j in range(size):
@@ -122,7 +121,7 @@ def _step(
     out: np.ndarray, gate_inside: np.ndarray, w: LSTMWeights, masks: LSTMMasks, batch_sizes,
     options: LSTMOptions,
 ) -> None:  # fmt: skip
-    """``_forward`` on NumPy arrays: ``StepLoops.forward``'s workspace, or ``step_inference``'s own."""
+    """``_forward`` on NumPy arrays: ``_run``'s buffers, or ``step_inference``'s own."""
     _forward(
         gates, cpu._bias(w, gates), c0, h0, cell_new, cells, out,
         gate_inside, *_options(w, masks, gates, batch_sizes, options),
@@ -134,53 +133,118 @@ def _numpy(tensor: Tensor) -> np.ndarray:
     return (tensor.detach() if tensor.requires_grad else tensor).contiguous().numpy()
 
 
-class StepLoops(Loops):
-    """One step's recurrences (see ``lstm_function.Loops``), without layer norm or projection."""
+def _run(
+    x: Tensor, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks, options: LSTMOptions
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:  # fmt: skip
+    """The step's forward: (out = h_1, cells = the carried c_1, gates (the activations),
+    cell_new = c'_1 before zoneout, the clipping flags or None), all (B, .)."""
+    gates = linear(x, w.w_ih)
+    gates.addmm_(h0 if masks.recurrent is None else h0 * masks.recurrent, w.w_hh.t())
+    cell_new = c0.new_empty(c0.shape)
+    cells = cell_new if masks.keep_cell is None else c0.new_empty(c0.shape)
+    out = h0.new_empty(h0.shape)
+    inside = None if options.clip is None else torch.empty(gates.shape, dtype=torch.bool)
+    _step(
+        gates.numpy(), _numpy(c0), _numpy(h0), cell_new.numpy(), cells.numpy(), out.numpy(),
+        cpu._flags(inside), w, masks, [x.shape[0]], options,
+    )  # fmt: skip
+    return out, cells, gates, cell_new, inside
 
-    SUMS_GAINS = False  # no layer norm here
-    ADDS_BIAS = True  # in the kernel's pass over each row: one torch call less a step
 
+# StepFunction's optional inputs: the peepholes (p_i, p_f, p_o) and the masks (LSTMMasks' fields)
+_NO_EXTRAS = (None,) * 6
+
+
+class StepFunction(torch.autograd.Function):
+    """(x, h0, c0, w_ih, w_hh, b_ih, b_hh, options, *extras) -> (out (B, H), h_1 (B, H), c_1
+    (B, H), gates (B, 4H), cells (B, H)): ``lstm_function.LSTMLayer`` for one step, with its
+    gradients, on these kernels; ``extras`` = (p_i, p_f, p_o, *masks), or nothing where all are
+    None. A Function of its own because a step has no rows to gather and no recurrence to
+    allocate for (the shared one's workspace, row bookkeeping and state copies), and few
+    arguments because autograd's ``apply`` pays for each (a Function of 19 arguments took 31 µs
+    a call, of 6 17-20 µs; measured). ``gates`` and ``cells`` as there: the step's own buffers,
+    not differentiable."""
+
+    @staticmethod
     def forward(
-        self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: None = None,
-    ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        ws.gates.addmm_(h0 if masks.recurrent is None else h0 * masks.recurrent, w.w_hh.t())
-        _step(
-            ws.gates.numpy(), _numpy(c0), _numpy(h0), ws.cell_new.numpy(), ws.cells.numpy(), ws.out.numpy(),
-            cpu._flags(ws.gate_inside), w, masks, batch_sizes, options,
-        )  # fmt: skip
-        # the final states are the step's rows, as tensors of their own: the Function returns
-        # them beside ``out`` and ``cells``
-        return ws.out.clone(), ws.cells.clone()
+        ctx: FunctionCtx, x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
+        b_ih: Tensor | None, b_hh: Tensor | None, options: LSTMOptions, *extras: Tensor | None,
+    ) -> tuple[Tensor, ...]:  # fmt: skip
+        p_i, p_f, p_o, *masks = extras or _NO_EXTRAS
+        w = LSTMWeights(w_ih, w_hh, b_ih, b_hh, None, p_i, p_f, p_o)
+        out, cells, gates, cell_new, inside = _run(x, h0, c0, w, LSTMMasks(*masks), options)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, gates, cell_new, inside, *extras)
+        ctx.options, ctx.biased = options, b_ih is not None
+        ctx.mark_non_differentiable(gates, cells)
+        ctx.set_materialize_grads(False)  # no zeros for the outputs that did not reach the loss
+        return out, out.clone(), cells.clone(), gates, cells
 
+    @staticmethod
+    @once_differentiable
     def backward(
-        self, ws: Workspace, gs: Gradients, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, w: LSTMWeights,
-        masks: LSTMMasks, batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions,
-    ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        dc = d_cn.clone()
-        carry_h = torch.zeros_like(d_hn)
-        like = ws.gates.numpy()
+        ctx: FunctionCtx, d_out: Tensor | None, d_hn: Tensor | None, d_cn: Tensor | None, *_
+    ) -> tuple:
+        x, h0, c0, w_ih, w_hh, gates, cell_new, inside, *extras = ctx.saved_tensors
+        p_i, p_f, p_o, *mask_fields = extras or _NO_EXTRAS
+        w, masks = LSTMWeights(w_ih, w_hh, None, None, None, p_i, p_f, p_o), LSTMMasks(*mask_fields)
+        # dL/dh_1 through the output and the final state: None where one did not reach the loss
+        d_h = d_hn if d_out is None else d_out if d_hn is None else d_out + d_hn
+        d_h = torch.zeros_like(h0) if d_h is None else d_h.contiguous()
+        dc = torch.zeros_like(c0) if d_cn is None else d_cn.clone(memory_format=torch.contiguous_format)
+        carry_h = None if masks.keep_hidden is None else torch.zeros_like(h0)  # zoneout's part of dL/dh_0
+        d_gates = torch.empty_like(gates)
+        like = gates.numpy()
         _backward(
-            like, ws.cell_new.numpy(), cpu._flags(ws.gate_inside),
-            gs.cell_prev.numpy(), d_out.numpy(), d_hn.numpy(), dc.numpy(), gs.d_gates.numpy(),
-            carry_h.numpy(), *_options(w, masks, like, batch_sizes, options),
+            like, cell_new.numpy(), cpu._flags(inside), _numpy(c0), d_h.numpy(), dc.numpy(),
+            d_gates.numpy(), cpu._empty(like.dtype, 2) if carry_h is None else carry_h.numpy(),
+            *_options(w, masks, like, [x.shape[0]], ctx.options),
         )  # fmt: skip
-        dh = gs.d_gates @ w.w_hh  # dL/dh_0 through W_hh h_0, and through zoneout's carry
-        if masks.recurrent is not None:
-            dh.mul_(masks.recurrent)
-        return dh.add_(carry_h), dc
-
-
-_step_layer = lstm_layer_with(StepLoops())
+        needs = ctx.needs_input_grad
+        d_x = times(d_gates, w_ih) if needs[0] else None
+        dh = None
+        if needs[1]:
+            dh = times(d_gates, w_hh)  # through W_hh h_0, then zoneout's carry
+            if masks.recurrent is not None:
+                dh.mul_(masks.recurrent)
+            if carry_h is not None:
+                dh.add_(carry_h)
+        d_w_ih = weight_gradient(d_gates, x) if needs[3] else None
+        hidden_in = h0 if masks.recurrent is None else h0 * masks.recurrent
+        d_w_hh = weight_gradient(d_gates, hidden_in) if needs[4] else None
+        d_b_ih = d_b_hh = None
+        if ctx.biased:
+            d_b_ih = d_gates.sum(0)
+            d_b_hh = d_b_ih.clone()  # distinct tensors: autograd may keep one as .grad
+        d_extras = ()
+        if extras:
+            d_i, d_f, _, d_o = d_gates.chunk(4, 1)
+            d_extras = (
+                tuple(
+                    None if p is None else (d * c).sum(0)
+                    for p, d, c in ((p_i, d_i, c0), (p_f, d_f, c0), (p_o, d_o, cell_new))
+                )
+                + (None,) * 3
+            )
+        return d_x, dh, dc, d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, *d_extras
 
 
 def lstm_layer(x, state, weights, batch_sizes, reverse, options=PLAIN, masks=NO_MASKS):
-    """Backend "cpu"'s layer function (``lstm_function.lstm_layer_with``): a single step without
-    layer norm or projection on ``StepLoops``, anything else on the sequence kernel."""
+    """Backend "cpu"'s layer function (as ``lstm_function.lstm_layer_with``'s): a single step
+    without layer norm or projection on ``StepFunction``, anything else on the sequence kernel."""
     w = weights if isinstance(weights, LSTMWeights) else LSTMWeights(*weights)
-    if len(batch_sizes) == 1 and w.layer_norm_ih is None and w.w_hr is None:
-        return _step_layer(x, state, weights, batch_sizes, reverse, options, masks)
-    return cpu.lstm_layer(x, state, weights, batch_sizes, reverse, options, masks)
+    if len(batch_sizes) > 1 or w.layer_norm_ih is not None or w.w_hr is not None:
+        return cpu.lstm_layer(x, state, weights, batch_sizes, reverse, options, masks)
+    extras = (w.peephole_i, w.peephole_f, w.peephole_o, *masks)
+    tensors = (x, *state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, *extras)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        extras = () if all(t is None for t in extras) else extras
+        out, hidden, cell, gates, cells = StepFunction.apply(
+            x, *state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, options, *extras
+        )
+    else:  # nothing to differentiate: the same step without autograd's bookkeeping
+        out, cells, gates, _, _ = _run(x, *state, w, LSTMMasks(*masks), options)
+        hidden, cell = out.clone(), cells.clone()
+    return out, (hidden, cell), (gates, cells)
 
 
 def step_inference(
