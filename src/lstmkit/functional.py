@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import reference, reference_variants
-from .kernels import cpu, gpu, torch_ops
+from .kernels import cpu, gpu, second_order, torch_ops
 from .kernels import masks as random_masks
 from .kernels.contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 
@@ -54,6 +54,8 @@ def _reference_rnn(x, state, weights, batch_sizes, reverse, nonlinearity="tanh")
     out, hidden = reference.rnn_layer(padded_x, *state, weights, lengths, reverse, nonlinearity)
     return _packed(out, lengths), (hidden,), None
 
+
+second_order.REFERENCES.update(lstm=_reference_lstm, rnn=_reference_rnn)
 
 LSTM_BACKENDS: dict[str, LayerFn] = {
     "torch": torch_ops.lstm_layer,

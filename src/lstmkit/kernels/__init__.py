@@ -16,6 +16,8 @@ lstmkit modules (``lstmkit.nn``, ``lstmkit.functional``); those import kernels.
 - ``rows``: index arithmetic on packed rows;
 - ``lstm_function``: the LSTM autograd Function, whose two recurrences a backend supplies;
 - ``rnn_function``: the plain RNN's autograd Function, the same way;
+- ``second_order``: what their backward returns when asked to build a graph (create_graph=True):
+  gradients that autograd differentiates again, through the references ``functional`` registers;
 - ``matmul``: the whole-sequence products, on oneDNN where torch has it and MKL is slower;
 - ``mkl``: torch's MKL, where it is the faster BLAS (Intel processors), and its packed gemm;
 - ``pool``: the parts of a kernel call, run at once on torch's own OpenMP threads;

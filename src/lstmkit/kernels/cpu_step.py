@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
-from . import cpu
+from . import cpu, second_order
 from .contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 from .cpu import (
     ONE,
@@ -182,20 +182,26 @@ class StepFunction(torch.autograd.Function):
         p_i, p_f, p_o, *masks = extras or _NO_EXTRAS
         w = LSTMWeights(w_ih, w_hh, b_ih, b_hh, None, p_i, p_f, p_o)
         out, cells, gates, cell_new, inside = _run(x, (h0, c0), w, LSTMMasks(*masks), options)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, gates, cell_new, inside, *extras)
-        ctx.options, ctx.biased = options, b_ih is not None
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, gates, cell_new, inside, *extras)
+        ctx.options = options
         ctx.mark_non_differentiable(gates, cells)
         ctx.set_materialize_grads(False)  # no zeros for the outputs that did not reach the loss
         return out, out.clone(), cells.clone(), gates, cells
 
     @staticmethod
-    @once_differentiable
     def backward(
         ctx: FunctionCtx, d_out: Tensor | None, d_hn: Tensor | None, d_cn: Tensor | None, *_
     ) -> tuple:
-        x, h0, c0, w_ih, w_hh, gates, cell_new, inside, *extras = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, gates, cell_new, inside, *extras = ctx.saved_tensors
         p_i, p_f, p_o, *mask_fields = extras or _NO_EXTRAS
-        w, masks = LSTMWeights(w_ih, w_hh, None, None, None, p_i, p_f, p_o), LSTMMasks(*mask_fields)
+        w, masks = LSTMWeights(w_ih, w_hh, b_ih, b_hh, None, p_i, p_f, p_o), LSTMMasks(*mask_fields)
+        if second_order.wanted():  # create_graph=True
+            needs = ctx.needs_input_grad
+            grads = second_order.gradients(
+                "lstm", x, (h0, c0), w, ([x.shape[0]], False, ctx.options, masks),
+                (*needs[:7], False, *needs[8:11]), (d_out, d_hn, d_cn),
+            )  # fmt: skip
+            return *grads[:7], None, *((*grads[8:11], None, None, None) if extras else ())
         # dL/dh_1 through the output and the final state: None where one did not reach the loss
         d_h = d_hn if d_out is None else d_out if d_hn is None else d_out + d_hn
         like = gates.numpy()
@@ -223,7 +229,7 @@ class StepFunction(torch.autograd.Function):
         hidden_in = h0 if masks.recurrent is None else h0 * masks.recurrent
         d_w_hh = weight_gradient(d_gates, hidden_in) if needs[4] else None
         d_b_ih = d_b_hh = None
-        if ctx.biased:
+        if b_ih is not None:
             d_b_ih = d_gates.sum(0)
             d_b_hh = d_b_ih.clone()  # distinct tensors: autograd may keep one as .grad
         d_extras = ()

@@ -17,8 +17,9 @@ from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
+from . import second_order
 from .contract import LAYER_NORM_EPS, NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
 from .matmul import linear, times, weight_gradient
 from .rows import Previous, previous_rows, row_positions
@@ -171,7 +172,8 @@ class LSTMLayer(torch.autograd.Function):
     (out (N, P), h_n (B, P), c_n (B, H), gates (N, 4H), cells (N, H)).
 
     ``gates`` (the activations i, f, g, o) and ``cells`` (the carried c_t) are the workspace's own
-    buffers, returned for introspection and not differentiable.
+    buffers, returned for introspection and not differentiable. A backward asked to build a graph
+    of itself returns ``second_order``'s gradients instead of the loops'.
     """
 
     @staticmethod
@@ -188,12 +190,17 @@ class LSTMLayer(torch.autograd.Function):
         return ws.out, hidden, cell, ws.gates, ws.cells
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, *_: Tensor) -> tuple:
         saved = ctx.saved_tensors
         x, h0, c0 = saved[:3]
         w = LSTMWeights(*saved[3 : 3 + N_WEIGHTS])
         masks = LSTMMasks(*saved[3 + N_WEIGHTS : 6 + N_WEIGHTS])
+        if second_order.wanted():  # create_graph=True
+            arguments = (ctx.batch_sizes, ctx.reverse, ctx.options, masks)
+            grads = second_order.gradients(
+                "lstm", x, (h0, c0), w, arguments, ctx.needs_input_grad, (d_out, d_hn, d_cn)
+            )
+            return *grads, None, None, None, None, None, None, None
         ws = Workspace(*saved[6 + N_WEIGHTS : 6 + N_WEIGHTS + len(Workspace._fields)])
         ih_input, ih_mean, ih_rstd = saved[-3:]
         layer_norm_on = w.layer_norm_ih is not None

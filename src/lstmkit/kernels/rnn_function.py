@@ -17,8 +17,9 @@ from typing import Protocol
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
+from . import second_order
 from .lstm_function import gather_previous
 from .matmul import linear, times, weight_gradient
 from .rows import previous_rows
@@ -63,15 +64,20 @@ class RNNLayer(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         b_ih, b_hh, batch_sizes, reverse, nonlinearity, loops = args
         out, hidden = _forward(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, nonlinearity, loops)
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, out)
         ctx.batch_sizes, ctx.reverse, ctx.has_bias = batch_sizes, reverse, b_ih is not None
         ctx.nonlinearity, ctx.loops = nonlinearity, loops
         return out, hidden
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: FunctionCtx, d_out: Tensor, d_hn: Tensor) -> tuple:
-        x, h0, w_ih, w_hh, out = ctx.saved_tensors
+        x, h0, w_ih, w_hh, b_ih, b_hh, out = ctx.saved_tensors
+        if second_order.wanted():  # create_graph=True
+            arguments = (ctx.batch_sizes, ctx.reverse, ctx.nonlinearity)
+            grads = second_order.gradients(
+                "rnn", x, (h0,), (w_ih, w_hh, b_ih, b_hh), arguments, ctx.needs_input_grad, (d_out, d_hn)
+            )
+            return *grads, None, None, None, None
         d_pre = torch.empty_like(out)
         dh = d_hn.clone().contiguous()
         ctx.loops.backward(
