@@ -36,6 +36,7 @@ from .cpu import (
     _wide_vectors,
     step_constants,
 )
+from .lstm_function import recorded
 from .matmul import linear, times, weight_gradient
 
 
@@ -253,7 +254,7 @@ def lstm_layer(x, state, weights, batch_sizes, reverse, options=PLAIN, masks=NO_
         return cpu.lstm_layer(x, state, weights, batch_sizes, reverse, options, masks)
     extras = (w.peephole_i, w.peephole_f, w.peephole_o, *masks)
     tensors = (x, *state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, *extras)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    if recorded(tensors):
         extras = () if all(t is None for t in extras) else extras
         out, hidden, cell, gates, cells = StepFunction.apply(
             x, *state, w.w_ih, w.w_hh, w.b_ih, w.b_hh, options, *extras

@@ -275,13 +275,19 @@ class LSTMLayer(torch.autograd.Function):
         return d_x, dh, dc, *grads.values(), None, None, None, None, None, None, None
 
 
+def recorded(tensors: Sequence[Tensor | None]) -> bool:
+    """Whether autograd records a call on ``tensors``: grad mode on and one of them requires grad
+    (else a layer runs its forward alone, without a Function's bookkeeping)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def lstm_layer_with(loops: Loops):
     """A kernel entry ``lstm_layer(x, state, weights, batch_sizes, reverse, options, masks)``
     -> (out (N, P), (h_n, c_n), (gates (N, 4H), cells (N, H))) running ``loops``."""
 
     def lstm_layer(x, state, weights, batch_sizes, reverse, options=PLAIN, masks=NO_MASKS):
         tensors = (x, *state, *weights, *masks)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        if recorded(tensors):
             out, hidden, cell, gates, cells = LSTMLayer.apply(
                 x, *state, *weights, *masks, batch_sizes, reverse, options, loops
             )

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
 from . import second_order
-from .lstm_function import gather_previous
+from .lstm_function import gather_previous, recorded
 from .matmul import linear, times, weight_gradient
 from .rows import previous_rows
 
@@ -101,7 +101,7 @@ def rnn_layer_with(loops: RNNLoops):
 
     def rnn_layer(x, state, weights, batch_sizes, reverse, nonlinearity="tanh"):
         tensors = (x, *state, *weights)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        if recorded(tensors):
             out, hidden = RNNLayer.apply(x, *state, *weights, batch_sizes, reverse, nonlinearity, loops)
         else:  # nothing to differentiate: the same pass without autograd's bookkeeping
             out, hidden = _forward(x, *state, *weights, batch_sizes, reverse, nonlinearity, loops)
