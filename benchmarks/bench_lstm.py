@@ -36,6 +36,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
+from lstmkit import compilation, precompile
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,17 @@ def kernel_libraries() -> str:
     )
 
 
+def compiled() -> str:
+    """The float32 kernels compiled (or loaded from the disk cache) before the first round, and
+    ``"auto"`` made to take them from its first call (``lstmkit.compilation``)."""
+    os.environ.setdefault(compilation.ENVIRONMENT, "wait")
+    if "cpu" not in lstmkit.functional.available():
+        return "no compiled CPU kernels (Numba is not installed)"
+    started = time.perf_counter()
+    precompile.compile_kernels([torch.float32])
+    return f"float32 kernels ready in {time.perf_counter() - started:.1f} s (lstmkit.precompile)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -225,6 +237,7 @@ def main() -> None:
     )
     if args.device == "cpu":
         print(f"# {kernel_libraries()}")
+        print(f"# {compiled()}")
     print("table,case,mode,backend,ms_median,ms_p10,ms_p90,ratio_vs_torch_nn")
     tables: dict[str, list[list[str]]] = {"shapes": [], "variants": [], "rnn": [], "steps": []}
     shapes = QUICK_SHAPES if args.quick else GPU_SHAPES if args.device == "cuda" else SHAPES

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -25,6 +26,7 @@ import torch
 
 import lstmkit
 from bench_lstm import runner  # the same training step as the timings (this folder)
+from lstmkit import compilation
 
 
 def _peak_mib() -> float:
@@ -63,6 +65,8 @@ def main() -> None:
         child(args.child, steps, batch, hidden, layers, bidirectional)
         return
 
+    # a child's "auto" on the compiled kernels from its first call, as in a long run (lstmkit.compilation)
+    os.environ.setdefault(compilation.ENVIRONMENT, "wait")
     print(f"# peak training memory, case (T,B,H,layers)={args.case}, float32, {args.repeats} processes each")
     rises: dict[str, float] = {}
     for impl in ["nn.LSTM", *args.backends.split(",")]:

@@ -8,6 +8,10 @@ from hypothesis import HealthCheck, settings
 # reduced in one order and runs are reproducible on the 2-core CI machine.
 torch.set_num_threads(1)
 
+# Every test takes the compiled kernels from its first call (``lstmkit.compilation``): compiled in
+# the test process, never the PyTorch-ops backend while a background process compiles them.
+os.environ.setdefault("LSTMKIT_COMPILE", "wait")
+
 # Backend "triton" runs its kernels in Triton's NumPy interpreter on CPU tensors, as the other
 # backends' tests hand it (read when lstmkit.kernels.gpu is imported, after this file). On a GPU
 # machine, `TRITON_INTERPRET=0 pytest tests/test_triton.py` compiles them for CUDA tensors instead.

@@ -56,3 +56,17 @@ def test_bench_memory_runs_in_fresh_processes():
     )  # fmt: skip
     rows = [line for line in result.stdout.splitlines() if line.startswith("| (3,2,4) |")]
     assert [row.split(" | ")[1] for row in rows] == ["nn.LSTM", "torch"]
+
+
+def test_bench_first_call_runs_every_part():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("bench_first_call.py")), "--case", "3,2,4", "--seconds", "0.5",
+         "--cache", "default"],  # the suite's cache: what compiles is measured in BENCHMARKS.md
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    parts = [line.split(":")[0] for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert parts == ["empty cache, wait", "filled cache", "training loop of 0.5 s, background",
+                     "training loop of 0.5 s, wait"]  # fmt: skip
+    assert "LSTM training" in result.stdout and "compiled calls" in result.stdout

@@ -27,7 +27,10 @@ FORBIDDEN = {
     "reference.py": {"nn", "functional", "kernels", "_checks", "_variants"} | APPLICATIONS,
     # the variant oracle may use the contract's argument bundles, never a kernel's code
     "reference_variants.py": {"nn", "functional", "kernels.torch_ops", "_checks", "_variants"} | APPLICATIONS,
-    "functional.py": {"nn", "_checks"} | APPLICATIONS,
+    "functional.py": {"nn", "_checks", "precompile"} | APPLICATIONS,
+    # beneath functional's dispatch: whether the kernels are compiled, never how to compile them
+    "compilation.py": {"nn", "functional", "_checks", "_variants", "precompile"} | APPLICATIONS,
+    "precompile.py": APPLICATIONS,
     "nn.py": APPLICATIONS,
     "_variants.py": APPLICATIONS,
     "_checks.py": APPLICATIONS,

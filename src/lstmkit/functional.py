@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import reference, reference_variants
+from . import compilation, reference, reference_variants
 from .kernels import cpu, gpu, second_order, torch_ops
 from .kernels import masks as random_masks
 from .kernels.contract import NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
@@ -139,8 +139,9 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
     """The layer function for tensors like ``like`` over ``steps`` time steps.
 
     "auto" takes the compiled CPU kernel for float CPU tensors (float16 and bfloat16 computed in
-    float32) when it is installed, else the hand-written PyTorch one: it was measured faster at
-    every benchmark shape (BENCHMARKS.md). A single step takes it only with ``compiled_step``,
+    float32) when it is installed and compiled (``compilation.ready``: it compiles in the
+    background meanwhile), else the hand-written PyTorch one: it was measured faster at every
+    benchmark shape (BENCHMARKS.md). A single step takes it only with ``compiled_step``,
     for configurations that have one-step kernels (``kernels.cpu_step``: an LSTM without layer
     norm or projection); on the sequence kernel a step costs its set-up without a recurrence to
     repay it (LSTMCell, batch 32, H = 128: 330 µs, against 250 µs on the PyTorch one).
@@ -148,7 +149,7 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
     check_backend(backend, kind)
     if backend == "auto":
         compiled = _fits("cpu", like) and "cpu" in TABLES[kind] and (steps > 1 or compiled_step)
-        backend = "cpu" if compiled else "torch"
+        backend = "cpu" if compiled and compilation.ready(_computed(like.dtype)) else "torch"
     if backend in COMPILED:
         if not _fits(backend, like):
             raise ValueError(
@@ -163,8 +164,21 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
 def compiled_inference(backend: str, x: Tensor) -> bool:
     """Whether ``backend`` runs tensors like ``x`` on the compiled CPU kernels as ``kernel`` would,
     so that ``lstm_inference`` or ``lstm_step_inference`` may take them: float32 or float64 CPU
-    tensors (the half types go through ``kernel``'s widening)."""
-    return backend in ("auto", "cpu") and "cpu" in LSTM_BACKENDS and x.dtype in cpu.DTYPES and x.is_cpu
+    tensors (the half types go through ``kernel``'s widening); for "auto", once they are compiled
+    (``compilation.ready``)."""
+    if (
+        backend not in ("auto", "cpu")
+        or "cpu" not in LSTM_BACKENDS
+        or x.dtype not in cpu.DTYPES
+        or not x.is_cpu
+    ):
+        return False
+    return backend == "cpu" or compilation.ready(x.dtype)
+
+
+def _computed(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the compiled CPU kernels compute ``dtype`` in."""
+    return torch.float32 if dtype in HALF else dtype
 
 
 def lstm_inference(

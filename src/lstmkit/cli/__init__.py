@@ -7,9 +7,11 @@ only; the library never prints.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
-from .. import memory
+from .. import compilation, memory
 from . import demo, env, evaluate, experiment, explain, export, predict, train
 
 app = typer.Typer(
@@ -26,6 +28,9 @@ app.add_typer(experiment.app, name="experiment")
 
 def main() -> None:
     """Entry point of the ``lstmkit`` script. A training loop is the process's whole job here, so
-    malloc keeps freed memory for the next step (``lstmkit.memory``)."""
+    malloc keeps freed memory for the next step (``lstmkit.memory``), and the compiled kernels
+    compile before it (``_common.compile_kernels``) rather than in the background
+    (``lstmkit.compilation``): a seeded run is the same run every time."""
     memory.keep_freed_memory()
+    os.environ.setdefault(compilation.ENVIRONMENT, "wait")
     app()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .. import compilation, precompile
 from ..data import DataError
+from ..kernels import cpu
 
 console = Console()
 errors = Console(stderr=True)
@@ -64,6 +68,18 @@ def epoch_progress(epochs: int, done: int = 0, show: bool = True) -> tuple[Progr
         progress.update(task, completed=record["epoch"], description=losses)
 
     return progress, on_epoch
+
+
+def compile_kernels(show: bool = True) -> None:
+    """The compiled CPU kernels for the commands' models (float32 on the CPU), compiled before a
+    command's work where they are not in the disk cache yet, under a status line on stderr (10-20
+    s, once per machine). With ``main``'s ``LSTMKIT_COMPILE=wait``, a command's calls then take them from
+    the first, so that a seeded run computes the same numbers whether the cache was warm or not."""
+    if not cpu.available() or compilation.mark(torch.float32).exists():
+        return
+    status = errors.status("compiling the CPU kernels (once per machine, 10-20 s)")
+    with status if show else contextlib.nullcontext():
+        precompile.compile_kernels([torch.float32])
 
 
 def metrics_table(title: str, results: dict[str, dict[str, float]]) -> Table:

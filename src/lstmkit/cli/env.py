@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from .. import __version__, functional
+from .. import __version__, compilation, functional
 from ..kernels import cpu
 from ._common import console, friendly
 
@@ -20,6 +20,12 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "not installed"
+
+
+def _compiled() -> str:
+    """Which dtypes' compiled kernels are in the disk cache, and where it is."""
+    names = [compilation.NAMES[d] for d in compilation.DTYPES if compilation.mark(d).exists()]
+    return f"compiled for {', '.join(names) or 'none yet'} in {compilation.cache_directory()}"
 
 
 @friendly
@@ -35,6 +41,7 @@ def command() -> None:
         "RNN backends": ", ".join(functional.available("rnn")),
         # what the compiled kernel's float32 speed depends on most (README, backend "cpu")
         "cpu products": "MKL (packed gemm)" if cpu.MKL_PRODUCTS else "OpenBLAS",
+        "cpu kernels": _compiled() if cpu.available() else "Numba not installed",
         "onnx (export)": _version("onnx"),
         "DDP (gloo)": torch.distributed.is_available() and torch.distributed.is_gloo_available(),
     }

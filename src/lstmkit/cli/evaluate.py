@@ -14,7 +14,7 @@ import typer
 
 from ..checkpoint import write_json
 from ..runs import held_out, load_run
-from ._common import DataOption, RunDir, console, friendly, metrics_table
+from ._common import DataOption, RunDir, compile_kernels, console, friendly, metrics_table
 
 NAME = "evaluate"
 EPILOG = """Examples:
@@ -34,6 +34,7 @@ def command(
     ] = None,
 ) -> None:
     run = load_run(run_dir)
+    compile_kernels()
     results = run.task.evaluate(run.model, held_out(run, data))
     console.print(metrics_table(f"{run.task.name}: {data or 'the run’s test span'}", results))
     if json_path:

@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import experiments, plots
 from ..checkpoint import write_json
 from ..data import DataError
-from ._common import console, friendly
+from ._common import compile_kernels, console, friendly
 
 app = typer.Typer(help="Experiments that test what the seeds claim.", no_args_is_help=True)
 
@@ -45,6 +45,7 @@ def long_memory(
         lag_list, iterations = [8, 16], 30
     if min(lag_list) < 2 or iterations < 1 or seeds < 1:
         raise DataError("lags must be >= 2 and iterations and seeds >= 1")
+    compile_kernels()
     results = []
     with console.status("training") as status:
         for lag in lag_list:

@@ -15,7 +15,7 @@ import typer
 from .. import plots
 from ..data import DataError, read_table
 from ..runs import load_run
-from ._common import DataOption, RunDir, console, friendly
+from ._common import DataOption, RunDir, compile_kernels, console, friendly
 
 NAME = "explain"
 EPILOG = """Examples:
@@ -41,6 +41,7 @@ def command(
     reverse: Annotated[bool, typer.Option(help="Show the backward direction of a Bi-LSTM.")] = False,
 ) -> None:
     run = load_run(run_dir)
+    compile_kernels()
     task, model = run.task, run.model
     if task.name == "language-model":
         inputs, labels = task.explain_input(prompt)

@@ -15,7 +15,7 @@ import typer
 from ..data import DataError, read_table
 from ..files import atomic_write
 from ..runs import load_run
-from ._common import DataOption, OutOption, RunDir, friendly
+from ._common import DataOption, OutOption, RunDir, compile_kernels, friendly
 
 NAME = "predict"
 EPILOG = """Examples:
@@ -39,6 +39,7 @@ def command(
     seed: Annotated[int, typer.Option(help="Language model: sampling seed.")] = 0,
 ) -> None:
     run = load_run(run_dir)
+    compile_kernels()
     task = run.task
     if task.name == "language-model":
         text = task.generate(run.model, prompt, length, temperature, seed) + "\n"

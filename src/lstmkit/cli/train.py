@@ -18,7 +18,7 @@ from .. import distributed, plots
 from ..checkpoint import CHECKPOINT, completed_epochs
 from ..runs import DataSettings, start_run
 from ..train import TrainConfig, fit
-from ._common import DataOption, console, epoch_progress, friendly, metrics_table
+from ._common import DataOption, compile_kernels, console, epoch_progress, friendly, metrics_table
 
 NAME = "train"
 EPILOG = """Examples:
@@ -149,6 +149,7 @@ def command(
     writer = distributed.writes()
     try:
         run, splits, resume = start_run(out, settings, model_args, train, resume=resume)
+        compile_kernels(show=writer)
         done = completed_epochs(out / CHECKPOINT) if resume else 0
         progress, on_epoch = epoch_progress(epochs, done, show=writer)
         with progress:

@@ -55,6 +55,19 @@ def available() -> bool:
     return numba is not None
 
 
+def cache_directory() -> str:
+    """Where Numba caches this module's compiled code (its ``__pycache__``, ``NUMBA_CACHE_DIR``, or
+    a user-wide folder where the package cannot be written)."""
+    return _forward._cache.cache_path
+
+
+def target_machine() -> tuple[str, str, str]:
+    """What LLVM compiles for here (triple, processor, features): part of every cache entry's key."""
+    from numba.core.registry import cpu_target
+
+    return cpu_target.target_context.codegen().magic_tuple()
+
+
 @functools.cache
 def _blas_libraries() -> list:
     return ThreadpoolController().select(user_api="blas").lib_controllers

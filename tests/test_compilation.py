@@ -1,0 +1,174 @@
+"""The compiled kernels' first compilation (``lstmkit.compilation``, ``lstmkit.precompile``): "auto" runs the PyTorch-ops
+backend while a background process fills an empty disk cache, then the compiled kernels; the
+background process compiles everything that calls need (a later process compiles nothing)."""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from lstmkit import compilation, functional, precompile
+
+pytestmark = pytest.mark.skipif("cpu" not in functional.LSTM_BACKENDS, reason="Numba is not installed")
+
+COLD = """
+import torch, lstmkit
+from lstmkit import compilation, functional
+
+torch.manual_seed(0)
+x = torch.randn(6, 2, 8)
+model = lstmkit.LSTM(8, 8)
+twin = lstmkit.LSTM(8, 8, backend="torch")
+twin.load_state_dict(model.state_dict())
+with torch.no_grad():
+    out = model(x)[0]  # the first call: it starts the background compilation
+assert set(compilation._processes) == {torch.float32}, compilation._processes
+assert functional.kernel("auto", "lstm", x, 6) is functional.LSTM_BACKENDS["torch"]
+with torch.no_grad():
+    assert torch.equal(out, twin(x)[0])  # the PyTorch-ops backend's numbers, bit for bit
+compilation.wait()
+assert compilation._processes[torch.float32].returncode == 0
+assert functional.kernel("auto", "lstm", x, 6) is functional.LSTM_BACKENDS["cpu"]
+print("cold ok")
+"""
+
+# calls unlike those the background process makes (``precompile._exercise``)
+WARM = """
+import torch, lstmkit
+from torch.nn.utils.rnn import pack_padded_sequence
+from lstmkit import compilation, functional
+
+assert compilation.ready(torch.float32) and not compilation._processes
+torch.manual_seed(1)
+model = lstmkit.LSTM(5, 7, batch_first=True, forget_bias=1.0)
+x = torch.randn(3, 9, 5)
+packed = pack_padded_sequence(x, [4, 9, 2], batch_first=True, enforce_sorted=False)
+model(packed)[0].data.sum().backward()
+deep = lstmkit.LSTM(5, 6, num_layers=2, bidirectional=True, proj_size=3)
+deep(x.transpose(0, 1)[:, ::2], return_gates=True)[0].sum().backward()  # not contiguous
+with torch.no_grad():
+    deep.half()(x.half().transpose(0, 1))
+cell = lstmkit.LSTMCell(5, 4, cell_clip=0.5, coupled_input_forget=True)
+cell(x[0, 0])[0].sum().backward()  # unbatched
+rnn = lstmkit.RNN(5, 4, nonlinearity="relu")
+rnn(x.transpose(0, 1), torch.randn(1, 3, 4))[0].sum().backward()
+with torch.no_grad():
+    lstmkit.RNNCell(5, 4)(x[:, 0])
+    lstmkit.LSTM(5, 4)(x.transpose(0, 1), (torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)))
+assert functional.kernel("auto", "lstm", x, 9) is functional.LSTM_BACKENDS["cpu"]
+print("warm ok")
+"""
+
+
+def _python(script: str, cache, **environment) -> str:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "LSTMKIT_COMPILE": "background", **environment}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_auto_runs_pytorch_ops_while_the_kernels_compile_then_a_new_process_compiles_nothing(tmp_path):
+    assert "cold ok" in _python(COLD, tmp_path)
+    log = _python(WARM, tmp_path, NUMBA_DEBUG_CACHE="1")
+    assert "warm ok" in log
+    loaded = [line for line in log.splitlines() if "data loaded" in line]
+    assert any("cpu._forward" in line for line in loaded) and any("cpu._backward" in line for line in loaded)
+    assert [line for line in log.splitlines() if "data saved" in line] == []  # nothing compiled
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """``compilation`` in background mode, with nothing started and an empty cache folder."""
+    monkeypatch.setenv(compilation.ENVIRONMENT, "background")
+    for name, empty in (("_ready", set()), ("_processes", {}), ("_failed", set())):
+        monkeypatch.setattr(compilation, name, empty)
+    monkeypatch.setattr(compilation, "cache_directory", lambda: tmp_path)
+    compilation.mark.cache_clear()
+    yield tmp_path
+    compilation.mark.cache_clear()
+
+
+def test_a_compilation_that_fails_leaves_it_to_the_calling_process(fresh, monkeypatch):
+    held = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read(); raise SystemExit(3)"], stdin=subprocess.PIPE
+    )
+    monkeypatch.setattr(compilation, "_start", lambda dtype: held)
+    assert not compilation.ready(torch.float32)  # still compiling
+    held.stdin.close()
+    held.wait()
+    assert compilation.ready(torch.float32)  # ended without its mark: compile in-process
+    assert compilation._failed == {torch.float32}
+
+
+def test_a_compilation_that_cannot_start_leaves_it_to_the_calling_process(fresh, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(fresh / "no-python-here"))
+    assert compilation.ready(torch.float64)
+    assert compilation._failed == {torch.float64}
+
+
+def test_a_mark_in_the_cache_means_ready_without_a_process(fresh):
+    compilation.mark(torch.float32).touch()
+    assert compilation.ready(torch.float32) and not compilation._processes
+
+
+def test_marks_name_the_dtype_and_the_processor(fresh, monkeypatch):
+    marks = {compilation.mark(torch.float32), compilation.mark(torch.float64)}
+    compilation.mark.cache_clear()
+    monkeypatch.setattr(compilation.cpu, "target_machine", lambda: ("x86_64", "another", ""))
+    assert len(marks | {compilation.mark(torch.float32)}) == 3
+
+
+@pytest.mark.parametrize("setting", ["wait", "deterministic"])
+def test_waiting_modes_compile_in_the_calling_process(fresh, monkeypatch, setting):
+    if setting == "wait":
+        monkeypatch.setenv(compilation.ENVIRONMENT, "wait")
+    else:
+        monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    assert not compilation.background()
+    assert compilation.ready(torch.float32) and not compilation._processes
+
+
+def test_bad_settings_name_what_is_expected(fresh, monkeypatch):
+    monkeypatch.setenv(compilation.ENVIRONMENT, "later")
+    with pytest.raises(ValueError, match="LSTMKIT_COMPILE must be 'background' or 'wait', got 'later'"):
+        compilation.ready(torch.float32)
+    with pytest.raises(ValueError, match=r"take \['float32', 'float64'\], got torch.int32"):
+        precompile.compile_kernels([torch.int32])
+    with pytest.raises(SystemExit, match=re.escape("[float32 | float64]...; got ['half']")):
+        precompile.main(["half"])
+
+
+def test_a_compilation_in_the_background_takes_one_of_torchs_threads_while_it_runs(
+    fresh, monkeypatch, torch_threads
+):
+    torch_threads(2)
+    monkeypatch.setattr(compilation, "_cores", lambda: 2)  # torch has a thread on every core
+    monkeypatch.setattr(compilation, "_lent", None)
+    held = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    monkeypatch.setattr(compilation, "_start", lambda dtype: held)
+    assert not compilation.ready(torch.float32)
+    assert torch.get_num_threads() == 1  # the other core compiles
+    assert not compilation.ready(torch.float32) and torch.get_num_threads() == 1
+    compilation.mark(torch.float32).touch()  # what the process writes when it has compiled
+    assert compilation.ready(torch.float32)
+    assert torch.get_num_threads() == 2
+    held.stdin.close()
+    held.wait()
+
+
+def test_the_command_line_compiles_before_its_work_only_what_is_missing(fresh, monkeypatch):
+    from lstmkit.cli import _common
+
+    asked = []
+    monkeypatch.setattr(precompile, "compile_kernels", lambda dtypes: asked.append(list(dtypes)))
+    _common.compile_kernels(show=False)
+    assert asked == [[torch.float32]]
+    compilation.mark(torch.float32).touch()
+    _common.compile_kernels(show=False)
+    assert asked == [[torch.float32]]
