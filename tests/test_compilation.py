@@ -3,7 +3,6 @@ backend while a background process fills an empty disk cache, then the compiled 
 background process compiles everything that calls need (a later process compiles nothing)."""
 
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -25,14 +24,19 @@ model = lstmkit.LSTM(8, 8)
 twin = lstmkit.LSTM(8, 8, backend="torch")
 twin.load_state_dict(model.state_dict())
 with torch.no_grad():
-    out = model(x)[0]  # the first call: it starts the background compilation
-assert set(compilation._processes) == {torch.float32}, compilation._processes
+    out = model(x)[0]  # the first call: it starts the background compilation of the "lstm" family
+assert set(compilation._processes) == {(torch.float32, "lstm")}, compilation._processes
 assert functional.kernel("auto", "lstm", x, 6) is functional.LSTM_BACKENDS["torch"]
 with torch.no_grad():
     assert torch.equal(out, twin(x)[0])  # the PyTorch-ops backend's numbers, bit for bit
+lstmkit.LSTMCell(8, 8)(x[0])  # the "step" family
+lstmkit.RNN(8, 8)(x)  # the "rnn" family
+assert set(compilation._processes) == {(torch.float32, f) for f in compilation.FAMILIES}
 compilation.wait()
-assert compilation._processes[torch.float32].returncode == 0
+assert [p.returncode for p in compilation._processes.values()] == [0, 0, 0]
 assert functional.kernel("auto", "lstm", x, 6) is functional.LSTM_BACKENDS["cpu"]
+assert functional.kernel("auto", "lstm", x, 1, compiled_step=True) is functional.LSTM_BACKENDS["cpu"]
+assert functional.kernel("auto", "rnn", x, 6) is functional.RNN_BACKENDS["cpu"]
 print("cold ok")
 """
 
@@ -42,7 +46,8 @@ import torch, lstmkit
 from torch.nn.utils.rnn import pack_padded_sequence
 from lstmkit import compilation, functional
 
-assert compilation.ready(torch.float32) and not compilation._processes
+assert all(compilation.ready(torch.float32, f) for f in compilation.FAMILIES)
+assert not compilation._processes
 torch.manual_seed(1)
 model = lstmkit.LSTM(5, 7, batch_first=True, forget_bias=1.0)
 x = torch.randn(3, 9, 5)
@@ -98,30 +103,30 @@ def test_a_compilation_that_fails_leaves_it_to_the_calling_process(fresh, monkey
     held = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read(); raise SystemExit(3)"], stdin=subprocess.PIPE
     )
-    monkeypatch.setattr(compilation, "_start", lambda dtype: held)
-    assert not compilation.ready(torch.float32)  # still compiling
+    monkeypatch.setattr(compilation, "_start", lambda dtype, family: held)
+    assert not compilation.ready(torch.float32, "lstm")  # still compiling
     held.stdin.close()
     held.wait()
-    assert compilation.ready(torch.float32)  # ended without its mark: compile in-process
-    assert compilation._failed == {torch.float32}
+    assert compilation.ready(torch.float32, "lstm")  # ended without its mark: compile in-process
+    assert compilation._failed == {(torch.float32, "lstm")}
 
 
 def test_a_compilation_that_cannot_start_leaves_it_to_the_calling_process(fresh, monkeypatch):
     monkeypatch.setattr(sys, "executable", str(fresh / "no-python-here"))
-    assert compilation.ready(torch.float64)
-    assert compilation._failed == {torch.float64}
+    assert compilation.ready(torch.float64, "rnn")
+    assert compilation._failed == {(torch.float64, "rnn")}
 
 
 def test_a_mark_in_the_cache_means_ready_without_a_process(fresh):
-    compilation.mark(torch.float32).touch()
-    assert compilation.ready(torch.float32) and not compilation._processes
+    compilation.mark(torch.float32, "step").touch()
+    assert compilation.ready(torch.float32, "step") and not compilation._processes
 
 
-def test_marks_name_the_dtype_and_the_processor(fresh, monkeypatch):
-    marks = {compilation.mark(torch.float32), compilation.mark(torch.float64)}
+def test_marks_name_the_dtype_the_family_and_the_processor(fresh, monkeypatch):
+    marks = {compilation.mark(d, f) for d in compilation.DTYPES for f in compilation.FAMILIES}
     compilation.mark.cache_clear()
     monkeypatch.setattr(compilation.cpu, "target_machine", lambda: ("x86_64", "another", ""))
-    assert len(marks | {compilation.mark(torch.float32)}) == 3
+    assert len(marks | {compilation.mark(torch.float32, "lstm")}) == 7
 
 
 @pytest.mark.parametrize("setting", ["wait", "deterministic"])
@@ -131,16 +136,18 @@ def test_waiting_modes_compile_in_the_calling_process(fresh, monkeypatch, settin
     else:
         monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
     assert not compilation.background()
-    assert compilation.ready(torch.float32) and not compilation._processes
+    assert compilation.ready(torch.float32, "lstm") and not compilation._processes
 
 
 def test_bad_settings_name_what_is_expected(fresh, monkeypatch):
     monkeypatch.setenv(compilation.ENVIRONMENT, "later")
     with pytest.raises(ValueError, match="LSTMKIT_COMPILE must be 'background' or 'wait', got 'later'"):
-        compilation.ready(torch.float32)
+        compilation.ready(torch.float32, "lstm")
     with pytest.raises(ValueError, match=r"take \['float32', 'float64'\], got torch.int32"):
         precompile.compile_kernels([torch.int32])
-    with pytest.raises(SystemExit, match=re.escape("[float32 | float64]...; got ['half']")):
+    with pytest.raises(ValueError, match=r"families are \['lstm', 'step', 'rnn'\], got 'gru'"):
+        precompile.compile_kernels([torch.float32], ["gru"])
+    with pytest.raises(SystemExit):
         precompile.main(["half"])
 
 
@@ -151,24 +158,23 @@ def test_a_compilation_in_the_background_takes_one_of_torchs_threads_while_it_ru
     monkeypatch.setattr(compilation, "_cores", lambda: 2)  # torch has a thread on every core
     monkeypatch.setattr(compilation, "_lent", None)
     held = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    monkeypatch.setattr(compilation, "_start", lambda dtype: held)
-    assert not compilation.ready(torch.float32)
+    monkeypatch.setattr(compilation, "_start", lambda dtype, family: held)
+    assert not compilation.ready(torch.float32, "lstm")
     assert torch.get_num_threads() == 1  # the other core compiles
-    assert not compilation.ready(torch.float32) and torch.get_num_threads() == 1
-    compilation.mark(torch.float32).touch()  # what the process writes when it has compiled
-    assert compilation.ready(torch.float32)
-    assert torch.get_num_threads() == 2
+    assert not compilation.ready(torch.float32, "lstm") and torch.get_num_threads() == 1
+    compilation.mark(torch.float32, "lstm").touch()  # what the process writes, then it exits
     held.stdin.close()
-    held.wait()
+    assert compilation.ready(torch.float32, "lstm")
+    assert torch.get_num_threads() == 2
 
 
 def test_the_command_line_compiles_before_its_work_only_what_is_missing(fresh, monkeypatch):
     from lstmkit.cli import _common
 
     asked = []
-    monkeypatch.setattr(precompile, "compile_kernels", lambda dtypes: asked.append(list(dtypes)))
+    monkeypatch.setattr(precompile, "compile_kernels", lambda *arguments: asked.append(arguments))
     _common.compile_kernels(show=False)
-    assert asked == [[torch.float32]]
-    compilation.mark(torch.float32).touch()
+    assert asked == [([torch.float32], ("lstm",))]
+    compilation.mark(torch.float32, "lstm").touch()
     _common.compile_kernels(show=False)
-    assert asked == [[torch.float32]]
+    assert asked == [([torch.float32], ("lstm",))]

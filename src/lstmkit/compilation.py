@@ -24,6 +24,7 @@ Where a first call should wait instead, so that every call of a run takes the sa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -38,10 +39,15 @@ from .kernels import cpu
 ENVIRONMENT = "LSTMKIT_COMPILE"
 DTYPES = cpu.DTYPES
 NAMES = {torch.float32: "float32", torch.float64: "float64"}
+# the kernels' families, compiled and marked apart so that a program waits only for what it calls:
+# an LSTM over sequences (``kernels.cpu``), one LSTM step (``kernels.cpu_step``: cells, sequences
+# of one step), the plain RNN (``kernels.cpu_rnn``)
+FAMILIES = ("lstm", "step", "rnn")
 
-_ready: set[torch.dtype] = set()  # dtypes whose kernels this process may call without compiling
-_processes: dict[torch.dtype, subprocess.Popen | None] = {}  # the background compilations it started
-_failed: set[torch.dtype] = set()  # those that could not start or ended without their marks
+Key = tuple[torch.dtype, str]  # (dtype, family)
+_ready: set[Key] = set()  # the kernels this process may call without compiling
+_processes: dict[Key, subprocess.Popen | None] = {}  # the background compilations it started
+_failed: set[Key] = set()  # those that could not start or ended without their marks
 _lent: tuple[int, int] | None = None  # torch's threads before and during the compilations
 
 
@@ -60,40 +66,50 @@ def cache_directory() -> Path:
 
 
 @functools.cache
-def mark(dtype: torch.dtype) -> Path:
-    """The file that says the kernels of ``dtype`` are in the cache. Its name changes with
-    everything Numba's cache entries depend on: the kernels' sources (Numba compares their
-    modification times and sizes, once per process as here), Numba, Python and the processor
-    that LLVM compiles for."""
+def mark(dtype: torch.dtype, family: str) -> Path:
+    """The file that says the kernels of ``family`` for ``dtype`` are in the cache. Its name
+    changes with everything Numba's cache entries depend on: the kernels' sources (Numba compares
+    their modification times and sizes, once per process as here), Numba, Python and the
+    processor that LLVM compiles for."""
     sources = sorted(Path(cpu.__file__).parent.glob("*.py"))
     stamps = [(path.name, path.stat().st_mtime, path.stat().st_size) for path in sources]
     key = repr((stamps, cpu.numba.__version__, sys.version_info[:2], cpu.target_machine()))
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_directory() / f"lstmkit-{NAMES[dtype]}-{digest}.compiled"
+    return cache_directory() / f"lstmkit-{NAMES[dtype]}-{family}-{digest}.compiled"
 
 
-def ready(dtype: torch.dtype) -> bool:
-    """Whether ``"auto"`` may call the compiled kernels on tensors of ``dtype`` (float32 or
-    float64) now. False while they are not in the disk cache and compile in the background
-    (the first such call starts that); True in every other case, where a first call compiles
-    in this process if it has to (as it does when the background compilation failed: its error
-    shows there)."""
-    if dtype in _ready or dtype in _failed:
+def ready(dtype: torch.dtype, family: str) -> bool:
+    """Whether ``"auto"`` may call the compiled kernels of ``family`` (``FAMILIES``) on tensors of
+    ``dtype`` (float32 or float64) now. False while they are not in the disk cache and compile in
+    the background (the first such call starts that); True in every other case, where a first
+    call compiles in this process if it has to (as it does when the background compilation
+    failed: its error shows there)."""
+    key = (dtype, family)
+    if key in _ready or key in _failed:
         return True
-    if not background() or mark(dtype).exists():
-        _ready.add(dtype)
-        _return_core()
+    if not background() or mark(*key).exists():
+        _finished(key, _ready)
         return True
-    process = _processes.get(dtype)
-    if process is None:
-        process = _processes[dtype] = _start(dtype)
-        if process is not None:
+    if key not in _processes:
+        _processes[key] = _start(*key)
+        if _processes[key] is not None:
             _lend_core()
+    process = _processes[key]
     if process is None or process.poll() is not None:  # finished, and no mark: failed
-        _failed.add(dtype)
-        _return_core()
+        _finished(key, _failed)
         return True
     return False
+
+
+def _finished(key: Key, into: set[Key]) -> None:
+    """``key`` into ``into``; once its compilation has exited (it marks the cache just before),
+    torch's threads back as they were unless another one runs."""
+    into.add(key)
+    process = _processes.get(key)
+    if process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+    _return_core()
 
 
 def _cores() -> int:
@@ -103,8 +119,8 @@ def _cores() -> int:
 def _lend_core() -> None:
     """One torch thread fewer while a compilation runs, where torch has a thread on every core:
     otherwise the compiler takes turns with one of torch's threads on its core, and every
-    parallel region of the PyTorch-ops backend waits for the descheduled one (measured: a training
-    call of 35 ms took 4.9 s)."""
+    parallel region waits for the descheduled one (measured: a training call of 35 ms on the
+    PyTorch-ops backend took 4.9 s)."""
     global _lent
     threads = torch.get_num_threads()
     if _lent is None and 1 < threads and _cores() <= threads:
@@ -115,22 +131,19 @@ def _lend_core() -> None:
 def _return_core() -> None:
     """Torch's threads as they were, once no compilation runs (unless the program set them since)."""
     global _lent
-    compiling = any(
-        process is not None and process.poll() is None and dtype not in _ready
-        for dtype, process in _processes.items()
-    )
+    compiling = any(process is not None and process.poll() is None for process in _processes.values())
     if _lent is not None and not compiling:
         if torch.get_num_threads() == _lent[1]:
             torch.set_num_threads(_lent[0])
         _lent = None
 
 
-def _start(dtype: torch.dtype) -> subprocess.Popen | None:
-    """``python -m lstmkit.precompile --background DTYPE``; None if it cannot start."""
+def _start(dtype: torch.dtype, family: str) -> subprocess.Popen | None:
+    """``python -m lstmkit.precompile --background --family FAMILY DTYPE``; None if it cannot start."""
     package_root = str(Path(__file__).resolve().parent.parent)  # this very lstmkit, first on the path
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     environment = {**os.environ, "PYTHONPATH": path}
-    command = [sys.executable, "-m", "lstmkit.precompile", "--background", NAMES[dtype]]
+    command = [sys.executable, "-m", "lstmkit.precompile", "--background", "--family", family, NAMES[dtype]]
     try:
         return subprocess.Popen(
             command, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -148,6 +161,6 @@ def wait() -> None:
     _return_core()
 
 
-def record(dtype: torch.dtype) -> None:
-    """Note that this process compiled (or loaded) the kernels of ``dtype``."""
-    _ready.add(dtype)
+def record(dtype: torch.dtype, family: str) -> None:
+    """Note that this process compiled (or loaded) the kernels of ``family`` for ``dtype``."""
+    _ready.add((dtype, family))

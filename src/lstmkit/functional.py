@@ -149,7 +149,8 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
     check_backend(backend, kind)
     if backend == "auto":
         compiled = _fits("cpu", like) and "cpu" in TABLES[kind] and (steps > 1 or compiled_step)
-        backend = "cpu" if compiled and compilation.ready(_computed(like.dtype)) else "torch"
+        family = "rnn" if kind == "rnn" else "lstm" if steps > 1 else "step"
+        backend = "cpu" if compiled and compilation.ready(_computed(like.dtype), family) else "torch"
     if backend in COMPILED:
         if not _fits(backend, like):
             raise ValueError(
@@ -161,11 +162,11 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
     return TABLES[kind][backend]
 
 
-def compiled_inference(backend: str, x: Tensor) -> bool:
-    """Whether ``backend`` runs tensors like ``x`` on the compiled CPU kernels as ``kernel`` would,
-    so that ``lstm_inference`` or ``lstm_step_inference`` may take them: float32 or float64 CPU
-    tensors (the half types go through ``kernel``'s widening); for "auto", once they are compiled
-    (``compilation.ready``)."""
+def compiled_inference(backend: str, x: Tensor, steps: int) -> bool:
+    """Whether ``backend`` runs tensors like ``x`` over ``steps`` time steps on the compiled CPU
+    kernels as ``kernel`` would, so that ``lstm_inference`` or ``lstm_step_inference`` may take
+    them: float32 or float64 CPU tensors (the half types go through ``kernel``'s widening); for
+    "auto", once they are compiled (``compilation.ready``)."""
     if (
         backend not in ("auto", "cpu")
         or "cpu" not in LSTM_BACKENDS
@@ -173,7 +174,7 @@ def compiled_inference(backend: str, x: Tensor) -> bool:
         or not x.is_cpu
     ):
         return False
-    return backend == "cpu" or compilation.ready(x.dtype)
+    return backend == "cpu" or compilation.ready(x.dtype, "lstm" if steps > 1 else "step")
 
 
 def _computed(dtype: torch.dtype) -> torch.dtype:

@@ -575,7 +575,7 @@ class LSTM(_Recurrent):
                 )
             )
             or (x.shape[0] == 1 and self.proj_size > 0)  # one step: the one-step kernels have none
-            or not functional.compiled_inference(self.backend, x)
+            or not functional.compiled_inference(self.backend, x, x.shape[0])
         ):
             return None
         weights = [LSTMWeights(*self._weights(s, LSTMWeights._fields)) for s in self._suffixes()]
@@ -867,7 +867,7 @@ class LSTMCell(_Cell):
             and weight_mask is None
             and v.zoneout == (0.0, 0.0)
             and not v.layer_norm
-            and functional.compiled_inference(self.backend, x)
+            and functional.compiled_inference(self.backend, x, 1)
             and not _differentiable((x,), state or (), weights)
         ):  # the one-step kernels without the autograd-ready path
             hidden, cell, gates = functional.lstm_step_inference(x, state, weights, v.options())

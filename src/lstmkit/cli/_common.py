@@ -70,16 +70,18 @@ def epoch_progress(epochs: int, done: int = 0, show: bool = True) -> tuple[Progr
     return progress, on_epoch
 
 
-def compile_kernels(show: bool = True) -> None:
-    """The compiled CPU kernels for the commands' models (float32 on the CPU), compiled before a
-    command's work where they are not in the disk cache yet, under a status line on stderr (10-20
-    s, once per machine). With ``main``'s ``LSTMKIT_COMPILE=wait``, a command's calls then take them from
-    the first, so that a seeded run computes the same numbers whether the cache was warm or not."""
-    if not cpu.available() or compilation.mark(torch.float32).exists():
+def compile_kernels(families: tuple[str, ...] = ("lstm",), show: bool = True) -> None:
+    """The compiled CPU kernels of ``families`` (``compilation.FAMILIES``) for the commands' models
+    (float32 on the CPU), compiled before a command's work where they are not in the disk cache
+    yet, under a status line on stderr (once per machine). With ``main``'s
+    ``LSTMKIT_COMPILE=wait``, a command's calls take the compiled kernels from the first (any
+    other family compiles at its first call), so that a seeded run computes the same numbers
+    whether the cache was warm or not."""
+    if not cpu.available() or all(compilation.mark(torch.float32, f).exists() for f in families):
         return
-    status = errors.status("compiling the CPU kernels (once per machine, 10-20 s)")
+    status = errors.status("compiling the CPU kernels (once per machine, about 10 s)")
     with status if show else contextlib.nullcontext():
-        precompile.compile_kernels([torch.float32])
+        precompile.compile_kernels([torch.float32], families)
 
 
 def metrics_table(title: str, results: dict[str, dict[str, float]]) -> Table:

@@ -23,9 +23,14 @@ def _version(package: str) -> str:
 
 
 def _compiled() -> str:
-    """Which dtypes' compiled kernels are in the disk cache, and where it is."""
-    names = [compilation.NAMES[d] for d in compilation.DTYPES if compilation.mark(d).exists()]
-    return f"compiled for {', '.join(names) or 'none yet'} in {compilation.cache_directory()}"
+    """Which of the compiled kernels are in the disk cache, and where it is."""
+    names = [
+        f"{family} {compilation.NAMES[dtype]}"
+        for dtype in compilation.DTYPES
+        for family in compilation.FAMILIES
+        if compilation.mark(dtype, family).exists()
+    ]
+    return f"compiled: {', '.join(names) or 'none yet'}; cache {compilation.cache_directory()}"
 
 
 @friendly

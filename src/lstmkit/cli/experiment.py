@@ -45,7 +45,7 @@ def long_memory(
         lag_list, iterations = [8, 16], 30
     if min(lag_list) < 2 or iterations < 1 or seeds < 1:
         raise DataError("lags must be >= 2 and iterations and seeds >= 1")
-    compile_kernels()
+    compile_kernels(("lstm", "rnn"))
     results = []
     with console.status("training") as status:
         for lag in lag_list:
