@@ -178,3 +178,13 @@ def test_the_command_line_compiles_before_its_work_only_what_is_missing(fresh, m
     compilation.mark(torch.float32, "lstm").touch()
     _common.compile_kernels(show=False)
     assert asked == [([torch.float32], ("lstm",))]
+
+
+def test_compiling_leaves_the_programs_random_numbers_alone(fresh, monkeypatch):
+    monkeypatch.setitem(precompile.EXERCISES, "lstm", lambda dtype: torch.randn(5, dtype=dtype))
+    torch.manual_seed(0)
+    precompile.compile_kernels([torch.float32], ["lstm"])
+    assert compilation.mark(torch.float32, "lstm").exists()
+    drawn = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), drawn)

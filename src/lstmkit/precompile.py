@@ -1,8 +1,8 @@
 """Compile the compiled CPU kernels now: ``python -m lstmkit.precompile [float32] [float64]``.
 
-What ``backend="auto"`` runs in a background process the first time it meets a dtype whose
-kernels are not in the disk cache (``compilation``), and what a program or a container's build
-can run ahead of time instead. Each family of kernels (``compilation.FAMILIES``) compiles (or
+What ``backend="auto"`` runs in a background process the first time a call needs kernels that
+are not in the disk cache (``compilation``), and what a program or a container's build can run
+ahead of time instead. Each family of kernels (``compilation.FAMILIES``) compiles (or
 loads) for a dtype through small calls of every path onto it, then a mark beside Numba's cache
 says it is there.
 """
@@ -60,7 +60,9 @@ def compile_kernels(
             with _lock():
                 mark = compilation.mark(dtype, family)
                 if not mark.exists():
-                    EXERCISES[family](dtype)
+                    # the program's random numbers go on the same whether the cache held the kernels
+                    with torch.random.fork_rng(devices=[]):
+                        EXERCISES[family](dtype)
                     mark.touch()
             compilation.record(dtype, family)
 
