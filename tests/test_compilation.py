@@ -1,6 +1,7 @@
-"""The compiled kernels' first compilation (``lstmkit.compilation``, ``lstmkit.precompile``): "auto" runs the PyTorch-ops
-backend while a background process fills an empty disk cache, then the compiled kernels; the
-background process compiles everything that calls need (a later process compiles nothing)."""
+"""The compiled kernels' first compilation (``lstmkit.compilation``, ``lstmkit.precompile``):
+"auto" runs the PyTorch-ops backend while a background process fills an empty disk cache, then
+the compiled kernels; the background passes compile everything that calls need (a later process
+compiles nothing)."""
 
 import os
 import subprocess
@@ -40,7 +41,7 @@ assert functional.kernel("auto", "rnn", x, 6) is functional.RNN_BACKENDS["cpu"]
 print("cold ok")
 """
 
-# calls unlike those the background process makes (``precompile._exercise``)
+# calls unlike those the background passes make (``precompile.EXERCISES``)
 WARM = """
 import torch, lstmkit
 from torch.nn.utils.rnn import pack_padded_sequence
