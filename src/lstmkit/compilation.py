@@ -139,14 +139,19 @@ def _return_core() -> None:
 
 
 def _start(dtype: torch.dtype, family: str) -> subprocess.Popen | None:
-    """``python -m lstmkit.precompile --background --family FAMILY DTYPE``; None if it cannot start."""
-    package_root = str(Path(__file__).resolve().parent.parent)  # this very lstmkit, first on the path
-    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-    environment = {**os.environ, "PYTHONPATH": path}
-    command = [sys.executable, "-m", "lstmkit.precompile", "--background", "--family", family, NAMES[dtype]]
+    """``lstmkit.precompile.main(["--background", "--family", FAMILY, DTYPE])`` in a new Python;
+    None if it cannot start. The child imports this very lstmkit: its folder goes first on the
+    child's path where the default path lacks it (a source tree the program put on its own path),
+    never otherwise (a site-packages folder first would shadow the standard library)."""
+    root = os.path.realpath(Path(__file__).parent.parent)
+    arguments = ["--background", "--family", family, NAMES[dtype]]
+    program = (
+        f"import os, sys\nif all(os.path.realpath(p) != {root!r} for p in sys.path):\n"
+        f"    sys.path.insert(0, {root!r})\nfrom lstmkit.precompile import main\nmain({arguments!r})\n"
+    )
     try:
         return subprocess.Popen(
-            command, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            [sys.executable, "-c", program], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
     except OSError:
