@@ -1,15 +1,15 @@
 """Whether the compiled CPU kernels are compiled, and their first compilation in a background process.
 
 From an empty disk cache the kernels of one dtype take seconds to compile (BENCHMARKS.md, on this
-project's 2-core AMD machine: 4.7 s before a first inference call, 15-19 s for every kernel of a
-dtype; 8-9 s before a first inference call on the Intel one). ``"auto"`` does not make a first call wait for that:
-while the kernels of a dtype are not in Numba's disk cache it runs the PyTorch-ops backend
-(``"torch"``, tested against the same reference) and starts one process, ``python -m
-lstmkit.precompile``, that compiles them at low priority (Numba compiles on one thread; torch runs
-on one thread fewer meanwhile, ``_lend_core``); once it has written its mark beside the cache, the
-next call takes the compiled kernels, loaded from the cache (a fraction of a second). Processes
-that share the cache (data-parallel ranks, a test runner's workers) compile it once, under a file
-lock.
+project's 2-core AMD machine: 4.1-6.0 s before a first inference call, 15-19 s for every kernel of
+a dtype; 8-9 s before a first inference call on the Intel one). ``"auto"`` does not make a first
+call wait for that: while the kernels a call needs (a family of ``FAMILIES``, for a dtype) are not
+in Numba's disk cache, it runs the PyTorch-ops backend (``"torch"``, tested against the same
+reference) and starts one process that runs ``lstmkit.precompile`` for them at low priority
+(``_start``; Numba compiles on one thread, and torch runs on one thread fewer meanwhile,
+``_lend_core``); once that process has written its mark beside the cache, the next call takes the
+compiled kernels, loaded from the cache (a fraction of a second). Processes that share the cache
+(data-parallel ranks, a test runner's workers) compile once, under a file lock.
 
 Where a first call should wait instead, so that every call of a run takes the same kernels
 (``backend="auto"`` picks the compiled one from the first call):
