@@ -149,8 +149,8 @@ def kernel(backend: str, kind: str, like: Tensor, steps: int, *, compiled_step: 
     check_backend(backend, kind)
     if backend == "auto":
         compiled = _fits("cpu", like) and "cpu" in TABLES[kind] and (steps > 1 or compiled_step)
-        family = "rnn" if kind == "rnn" else "lstm" if steps > 1 else "step"
-        backend = "cpu" if compiled and compilation.ready(_computed(like.dtype), family) else "torch"
+        ready = compiled and compilation.ready(_computed(like.dtype), _family(kind, steps))
+        backend = "cpu" if ready else "torch"
     if backend in COMPILED:
         if not _fits(backend, like):
             raise ValueError(
@@ -174,7 +174,12 @@ def compiled_inference(backend: str, x: Tensor, steps: int) -> bool:
         or not x.is_cpu
     ):
         return False
-    return backend == "cpu" or compilation.ready(x.dtype, "lstm" if steps > 1 else "step")
+    return backend == "cpu" or compilation.ready(x.dtype, _family("lstm", steps))
+
+
+def _family(kind: str, steps: int) -> str:
+    """The family of compiled kernels (``compilation.FAMILIES``) that runs ``kind`` over ``steps``."""
+    return "rnn" if kind == "rnn" else "lstm" if steps > 1 else "step"
 
 
 def _computed(dtype: torch.dtype) -> torch.dtype:
