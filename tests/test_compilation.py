@@ -189,3 +189,31 @@ def test_compiling_leaves_the_programs_random_numbers_alone(fresh, monkeypatch):
     drawn = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(torch.rand(3), drawn)
+
+
+def test_the_families_compiled_are_the_families_exercised():
+    assert tuple(precompile.EXERCISES) == compilation.FAMILIES
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_waits_for_the_compilation_instead_of_taking_it_for_a_failed_one(fresh, monkeypatch):
+    started = []
+
+    def start(dtype, family):
+        started.append(os.getpid())
+        return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+
+    monkeypatch.setattr(compilation, "_start", start)
+    monkeypatch.setattr(compilation, "_cores", lambda: 10**6)  # no thread lent: torch stays as it is
+    key = (torch.float32, "lstm")
+    assert not compilation.ready(*key)
+    held = compilation._processes[key]
+    worker = os.fork()
+    if worker == 0:  # the worker: its own compilation, still running, nothing failed
+        waits = not compilation.ready(*key) and not compilation._failed and len(started) == 2
+        compilation._processes[key].kill()
+        os._exit(0 if waits else 1)
+    _, status = os.waitpid(worker, 0)
+    held.stdin.close()
+    held.wait()
+    assert os.waitstatus_to_exitcode(status) == 0

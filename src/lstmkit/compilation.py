@@ -158,6 +158,18 @@ def _start(dtype: torch.dtype, family: str) -> subprocess.Popen | None:
         return None
 
 
+def _forget_the_parents_compilations() -> None:
+    """After a fork (a DataLoader worker): the parent's compilations are not this process's
+    children, and polling one would fail as if it had ended without its mark (then this process
+    would compile in place). Forgotten instead: a compilation this process needs starts its own,
+    which waits on the cache's lock for the parent's and then finds the mark."""
+    _processes.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_parents_compilations)
+
+
 def wait() -> None:
     """Wait for the background compilations this process started (tests, benchmarks)."""
     for process in _processes.values():
