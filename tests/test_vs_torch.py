@@ -1,6 +1,7 @@
 """lstmkit.LSTM and lstmkit.RNN equal torch.nn.LSTM and torch.nn.RNN with the same weights:
 outputs, final states and every gradient, over random configurations (hypothesis)."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lstmkit
+from lstmkit.kernels import cpu
 
 from ._compare import Case, compare
 from ._products import expand, selected
@@ -83,6 +85,19 @@ def test_larger_lstm_equals_torch(backend, dtype):
     with selected(backend) as backend:
         compare(case, *_pair(case, backend, 1), seed=1)
         compare(packed, *_pair(packed, backend, 2), seed=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", [b for b in expand(LSTM_BACKENDS) if b.startswith("cpu")])
+def test_wide_lstm_equals_torch(backend, dtype):
+    """A hidden size whose W_hh the compiled kernels take in two column panels each way, copied
+    by torch (``cpu.TORCH_TRANSPOSE``)."""
+    w_hh, like = torch.zeros(4 * 192, 192), np.zeros((1, 4 * 192), np.float32)
+    assert w_hh.numel() >= cpu.TORCH_TRANSPOSE
+    assert [len(cpu._blocked(w_hh, like, 3, transpose)[0]) for transpose in (True, False)] == [2, 2]
+    case = Case(input_size=8, hidden_size=192, steps=4, batch=3, dtype=dtype)
+    with selected(backend) as backend:
+        compare(case, *_pair(case, backend, 3), seed=3)
 
 
 def test_lengths_keyword_equals_packing():
