@@ -90,14 +90,33 @@ def test_larger_lstm_equals_torch(backend, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("backend", [b for b in expand(LSTM_BACKENDS) if b.startswith("cpu")])
 def test_wide_lstm_equals_torch(backend, dtype):
-    """A hidden size whose W_hh the compiled kernels take in two column panels each way, copied
-    by torch (``cpu.TORCH_TRANSPOSE``)."""
+    """A hidden size whose W_hh the compiled kernels take in two column panels each way."""
     w_hh, like = torch.zeros(4 * 192, 192), np.zeros((1, 4 * 192), np.float32)
-    assert w_hh.numel() >= cpu.TORCH_TRANSPOSE
     assert [len(cpu._blocked(w_hh, like, 3, transpose)[0]) for transpose in (True, False)] == [2, 2]
     case = Case(input_size=8, hidden_size=192, steps=4, batch=3, dtype=dtype)
     with selected(backend) as backend:
         compare(case, *_pair(case, backend, 3), seed=3)
+
+
+@pytest.mark.parametrize("transpose", [True, False], ids=["W.T", "W"])
+def test_blocked_panels_start_on_a_cache_line(transpose, monkeypatch):
+    """The panels that the compiled kernels multiply by on OpenBLAS start on a cache line
+    (``cpu.ALIGNMENT``, 20-27% faster there) and hold W, or W.T, whatever the weight's own
+    alignment: here a weight 4 bytes into its buffer, in four panels, and in one, which is copied
+    too, where an aligned W is taken as it is."""
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    weight, like = torch.randn(256 * 64 + 1)[1:].view(256, 64), np.zeros((1, 256), np.float32)
+    assert weight.data_ptr() % cpu.ALIGNMENT != 0
+    matrix = (weight.t() if transpose else weight).numpy()
+    for small_product, count in ((2**15, 4), (cpu.SMALL_PRODUCT, 1)):
+        monkeypatch.setattr(cpu, "SMALL_PRODUCT", small_product)
+        panels = cpu._blocked(weight, like, 16, transpose)[0]
+        assert len(panels) == count and panels.flags.c_contiguous
+        assert panels.ctypes.data % cpu.ALIGNMENT == 0 and panels[0].nbytes % cpu.ALIGNMENT == 0
+        np.testing.assert_array_equal(np.concatenate(list(panels), axis=1), matrix)
+    aligned = weight.clone()
+    assert aligned.data_ptr() % cpu.ALIGNMENT == 0
+    assert cpu._blocked(aligned, like, 16)[0].ctypes.data == aligned.data_ptr()
 
 
 def test_lengths_keyword_equals_packing():

@@ -1197,23 +1197,29 @@ def _blocked(
     return _panels(matrix, width), rows, not_packed
 
 
-# From this many elements on, ``_panels`` copies with torch, whose blocked transposing copy makes
-# a panel of W.T (the transpose of a block of W's rows) in under half the time of NumPy's strided
-# copy (W_hh.T at H = 256: 106 against 218 µs; H = 512: 385 against 1375; one core). Whole
-# inference calls, torch's / NumPy's (one process, interleaved; identical code measured 1.00-1.02):
-# (20, 16, 512) 0.88, (10, 32, 256) 0.93-0.94, (2, 32, 128) 0.91, but (1000, 1, 128) 1.015-1.035
-# and (200, 1, 64) 1.02, so NumPy's below H = 256.
-TORCH_TRANSPOSE = 2**17
+# OpenBLAS's small-matrix path multiplied 20-27% faster from panels that start on a cache line
+# (64 bytes) than from panels 16-48 bytes past one (one core, float32, aligned / not: (16 x 128)
+# @ (128 x 512) 221 / 174 GFLOP/s, (16 x 64) @ (64 x 256) 201 / 163, the backward's (16 x 512) @
+# (512 x 128) 213 / 184; one row 56 / 50); the rows' and the results' alignment made no
+# difference. NumPy's allocations start anywhere 16 bytes apart, torch's on a cache line (c10's
+# allocator aligns to 64 bytes).
+ALIGNMENT = 64
 
 
 def _panels(matrix: Tensor, width: int) -> np.ndarray:
-    """A (K, N) matrix as C-contiguous column panels (N / width, K, width); without a copy where
-    it is one already."""
+    """A (K, N) matrix as C-contiguous column panels (N / width, K, width) that start on a
+    cache line (``ALIGNMENT``); without a copy where it is such a panel already.
+
+    The copy is torch's: its blocked transposing copy makes a panel of W.T (the transpose of a
+    block of W's rows) faster than NumPy's strided copy, which besides needs an aligned buffer
+    made by hand (one core: W_hh.T at H = 64 12 µs against 13, H = 128 30 against 54, H = 256
+    106 against 218, H = 512 385 against 1375). Whole inference calls, aligned panels by torch's
+    copy / NumPy's unaligned ones (one process, interleaved): (100, 32, 128) 0.94, (100, 16, 128)
+    0.94, (2, 32, 128) 0.91-0.92, (200, 1, 64) 0.99-1.03, (1000, 1, 128) 1.01-1.02.
+    """
     depth, columns = matrix.shape
-    if width == columns and matrix.is_contiguous():
+    if width == columns and matrix.is_contiguous() and matrix.data_ptr() % ALIGNMENT == 0:
         return matrix.numpy()[None]
-    if matrix.numel() < TORCH_TRANSPOSE:
-        return np.ascontiguousarray(matrix.numpy().reshape(depth, -1, width).transpose(1, 0, 2))
     panels = torch.empty((columns // width, depth, width), dtype=matrix.dtype)
     for p in range(columns // width):
         panels[p].copy_(matrix[:, p * width : (p + 1) * width])
