@@ -376,6 +376,14 @@ def test_cpu_kernel_splits_the_batch_by_work(monkeypatch, torch_threads):
     assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 1) == [(0, 5)]  # 15 < MIN_THREAD_WORK
     assert cpu._parts(np.array([1, 1, 1]), 100) == [(0, 1)]  # one sequence: nothing to split
     assert cpu._parts(np.array([4, 4]), 1) == [(0, 4)]  # 8 units: below MIN_THREAD_WORK
+    # sequences of equal length, whose shares are computed without the searches: as the searches
+    # split them (a last step that no sequence runs adds no work, and takes the searching path)
+    for batch, steps, work, split in (
+        (2, 5, 2, [(0, 1), (1, 2)]), (5, 3, 2, [(0, 3), (3, 5)]), (7, 4, 1, [(0, 4), (4, 7)]),
+        (32, 100, 1, [(0, 16), (16, 32)]), (3, 2, 100, [(0, 2), (2, 3)]), (4, 2, 1, [(0, 4)]),
+    ):  # fmt: skip
+        assert cpu._parts([batch] * steps, work) == split
+        assert cpu._parts(np.array([batch] * steps + [0]), work) == split
     torch_threads(1)
     assert cpu._parts(np.array([5, 3, 2, 2, 2, 1]), 10) == [(0, 5)]  # torch's thread count
 

@@ -130,8 +130,15 @@ def _parts(batch_sizes: Sequence[int], step_work: int) -> list[tuple[int, int]]:
     """
     batch = int(batch_sizes[0])
     threads = torch.get_num_threads()
-    if threads < 2 or batch < 2 or len(batch_sizes) * batch * step_work < 2 * MIN_THREAD_WORK:
+    most = len(batch_sizes) * batch * step_work
+    if threads < 2 or batch < 2 or most < 2 * MIN_THREAD_WORK:
         return [(0, batch)]  # without the searches below, which cost more than a short call (5 µs)
+    if batch_sizes[-1] == batch:
+        # every sequence runs every step: equal shares, without NumPy's searches, which took 24 µs
+        # of a (100, 32, 128) inference call and 111 µs at (100, 64, 256), twice a call (measured)
+        threads = min(threads, batch, most // MIN_THREAD_WORK)
+        bounds = [-(-batch * k // threads) for k in range(threads + 1)]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
     batch_sizes = np.asarray(batch_sizes)
     lengths = np.searchsorted(-batch_sizes, -np.arange(batch), side="left")  # (B,) steps each
     work = np.cumsum(lengths) * step_work
