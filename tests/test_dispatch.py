@@ -1,6 +1,7 @@
 """Which kernel "auto" runs, and that every backend is deterministic run to run."""
 
 import ctypes
+import threading
 
 import pytest
 import torch
@@ -82,6 +83,29 @@ def test_kernel_runs_blas_on_one_thread_and_restores_the_settings(monkeypatch):
     assert len(seen) == 2 and all(counts == [1] * len(libraries) for counts in seen)
     assert [library.get_num_threads() for library in libraries] == before
     assert torch.get_num_threads() == torch_threads
+
+
+@needs_cpu
+def test_kernel_called_from_another_python_thread_runs_blas_on_one_thread(monkeypatch):
+    """threadpoolctl lets only the first Python thread that limits OpenBLAS change its count (its
+    "controlling thread"); a kernel called from another thread still runs every BLAS library at
+    one thread, and puts the settings back (``cpu._blas_threads_controls``)."""
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    libraries = cpu._blas_libraries()
+    before = [library.get_num_threads() for library in libraries]
+    for library, threads in zip(libraries, before, strict=True):
+        library.set_num_threads(threads)  # this thread takes the control
+    seen = []
+    real = cpu._forward
+    monkeypatch.setattr(
+        cpu, "_forward", lambda *a: seen.append([lib.get_num_threads() for lib in libraries]) or real(*a)
+    )
+    model = lstmkit.LSTM(4, 6, backend="cpu")
+    worker = threading.Thread(target=lambda: model(torch.randn(5, 3, 4)))
+    worker.start()
+    worker.join()
+    assert seen == [[1] * len(libraries)]
+    assert [library.get_num_threads() for library in libraries] == before
 
 
 @pytest.mark.skipif(not (cpu.available() and mkl.available()), reason="torch exports no MKL here")

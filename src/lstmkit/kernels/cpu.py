@@ -21,10 +21,13 @@ Shapes: N rows, B sequences, H cell size, P hidden size; gates along 4H as (i, f
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import itertools
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -70,7 +73,46 @@ def target_machine() -> tuple[str, str, str]:
 
 @functools.cache
 def _blas_libraries() -> list:
+    """threadpoolctl's controllers of the BLAS libraries in the process."""
     return ThreadpoolController().select(user_api="blas").lib_controllers
+
+
+class _BlasThreads(NamedTuple):
+    """A BLAS library's thread count: read it, set it."""
+
+    get: Callable[[], int]
+    set: Callable[[int], object]
+
+
+def _openblas_threads(library) -> _BlasThreads | None:
+    """OpenBLAS's own ``openblas_get_num_threads`` and ``openblas_set_num_threads`` (under the
+    names a build gives them), or None for another library, or one on OpenMP's threads."""
+    if library.internal_api != "openblas" or library.threading_layer == "openmp":
+        return None
+    handle = ctypes.CDLL(library.filepath)
+    for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+        get, set_ = (
+            getattr(handle, f"{prefix}openblas_{verb}_num_threads{suffix}", None) for verb in ("get", "set")
+        )
+        if get is not None and set_ is not None:
+            get.restype, get.argtypes, set_.restype, set_.argtypes = ctypes.c_int, [], None, [ctypes.c_int]
+            return _BlasThreads(get, set_)
+    return None
+
+
+@functools.cache
+def _blas_threads_controls() -> list[_BlasThreads]:
+    """How ``_OneBlasThread`` reads and sets each BLAS library's threads: OpenBLAS's own functions
+    where they are found, else threadpoolctl's controller. threadpoolctl lets only the first
+    Python thread that sets OpenBLAS's count change it (its "controlling thread"): a kernel called
+    from any other thread ran on OpenBLAS's two threads (measured: the counts inside a kernel
+    called from a second thread were [2, 2]). Switching to one thread and back took 5.9-6.7 µs of
+    a short call through threadpoolctl, 3.6-4.1 µs through these (after the input product of a
+    (100, 32, 128) call 16 against 9 µs, at (100, 64, 256) 58 against 37)."""
+    return [
+        _openblas_threads(library) or _BlasThreads(library.get_num_threads, library.set_num_threads)
+        for library in _blas_libraries()
+    ]
 
 
 class _OneBlasThread:
@@ -92,17 +134,17 @@ class _OneBlasThread:
     def __enter__(self) -> None:
         with self._lock:
             if self._running == 0:
-                self._saved = [library.get_num_threads() for library in _blas_libraries()]
-                for library in _blas_libraries():
-                    library.set_num_threads(1)
+                self._saved = [library.get() for library in _blas_threads_controls()]
+                for library in _blas_threads_controls():
+                    library.set(1)
             self._running += 1
 
     def __exit__(self, *_: object) -> None:
         with self._lock:
             self._running -= 1
             if self._running == 0:
-                for library, threads in zip(_blas_libraries(), self._saved, strict=True):
-                    library.set_num_threads(threads)
+                for library, threads in zip(_blas_threads_controls(), self._saved, strict=True):
+                    library.set(threads)
 
 
 _one_blas_thread = _OneBlasThread()
