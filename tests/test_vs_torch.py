@@ -98,6 +98,35 @@ def test_wide_lstm_equals_torch(backend, dtype):
         compare(case, *_pair(case, backend, 3), seed=3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", [b for b in expand(LSTM_BACKENDS) if b.startswith("cpu")])
+def test_single_rows_equal_torch(backend, dtype):
+    """Steps of one row, whose products by panels ``cpu.ROW_PRODUCT_WIDTH`` wide or wider run in
+    the kernels' own loop (``cpu._row_product``): a batch of one, two layers of H = 64 (4H =
+    256 columns), packed sequences whose longest runs on alone for its last steps, and the plain
+    RNN's batch of one at H = 256."""
+    assert 4 * 64 >= cpu.ROW_PRODUCT_WIDTH and 256 >= cpu.ROW_PRODUCT_WIDTH
+    single = Case(input_size=8, hidden_size=64, num_layers=2, steps=12, batch=1, dtype=dtype)
+    packed = Case(input_size=8, hidden_size=64, steps=12, batch=3, lengths=(12, 3, 5), dtype=dtype)
+    rnn = Case(kind="RNN", input_size=8, hidden_size=256, steps=6, batch=1, dtype=dtype)
+    with selected(backend) as backend:
+        compare(single, *_pair(single, backend, 4), seed=4)
+        compare(packed, *_pair(packed, backend, 5), seed=5)
+        compare(rnn, *_pair(rnn, backend, 6), seed=6)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aligned_empty_starts_on_a_cache_line(dtype):
+    """``cpu._aligned_empty``, the kernels' buffer for one row's products: the shape asked for,
+    C-contiguous, on a cache line, across many allocations."""
+    like = np.zeros(1, dtype)
+    for rows, width in ((1, 256), (3, 100), (16, 512), (1, 1)) * 8:
+        array = cpu._aligned_empty(rows, width, like)
+        assert array.shape == (rows, width) and array.dtype == dtype and array.flags.c_contiguous
+        assert array.ctypes.data % cpu.ALIGNMENT == 0
+
+
 @pytest.mark.parametrize("transpose", [True, False], ids=["W.T", "W"])
 def test_blocked_panels_start_on_a_cache_line(transpose, monkeypatch):
     """The panels that the compiled kernels multiply by on OpenBLAS start on a cache line

@@ -22,6 +22,7 @@ from . import pool
 from .cpu import (
     ONE,
     ZERO,
+    _aligned_empty,
     _blas_threads,
     _blocked,
     _borrowed,
@@ -49,7 +50,7 @@ def _forward(k, mkl_addresses, out, hidden, w_hh_t, offsets, batch_sizes, first,
     steps = batch_sizes.shape[0]
     batch, size = hidden.shape
     zero = k[ZERO]
-    owners = (np.empty((batch, size), dtype=out.dtype),)
+    owners = (_aligned_empty(batch, size, out),)
     z = _borrowed(owners[0])  # W_hh h_{t-1}
     threads = _one_mkl_thread(mkl_addresses)
     for s in range(steps):
