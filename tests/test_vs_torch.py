@@ -103,15 +103,17 @@ def test_wide_lstm_equals_torch(backend, dtype):
 def test_single_rows_equal_torch(backend, dtype):
     """Steps of one row, whose products by panels ``cpu.ROW_PRODUCT_WIDTH`` wide or wider run in
     the kernels' own loop (``cpu._row_product``): a batch of one, two layers of H = 64 (4H =
-    256 columns), packed sequences whose longest runs on alone for its last steps, and the plain
-    RNN's batch of one at H = 256."""
+    256 columns), packed sequences whose longest runs on alone for its last steps, a projection
+    from H = 320 to 256 (W_hr's products both ways), and the plain RNN's batch of one at H = 256."""
     assert 4 * 64 >= cpu.ROW_PRODUCT_WIDTH and 256 >= cpu.ROW_PRODUCT_WIDTH
     single = Case(input_size=8, hidden_size=64, num_layers=2, steps=12, batch=1, dtype=dtype)
     packed = Case(input_size=8, hidden_size=64, steps=12, batch=3, lengths=(12, 3, 5), dtype=dtype)
+    projected = Case(input_size=8, hidden_size=320, proj_size=256, steps=3, batch=1, dtype=dtype)
     rnn = Case(kind="RNN", input_size=8, hidden_size=256, steps=6, batch=1, dtype=dtype)
     with selected(backend) as backend:
         compare(single, *_pair(single, backend, 4), seed=4)
         compare(packed, *_pair(packed, backend, 5), seed=5)
+        compare(projected, *_pair(projected, backend, 7), seed=7)
         compare(rnn, *_pair(rnn, backend, 6), seed=6)
 
 

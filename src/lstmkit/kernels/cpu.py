@@ -769,9 +769,9 @@ def _product(a, weight, out, mkl_addresses):
 @_jit
 def _aligned_empty(rows, width, like):
     """An uninitialised (rows, width) array of ``like``'s dtype that starts on a cache line
-    (``ALIGNMENT``; Numba aligns its arrays to 32 bytes): ``_row_product`` stores its results in
-    whole vectors, and a result 32 bytes off a line took 2.36 µs of a (1 x 128) @ (128 x 512)
-    product, one on a line 1.46."""
+    (``ALIGNMENT``; Numba aligns its arrays to 32 bytes), for the kernels' own results of
+    ``_product``: ``_row_product`` stores them in whole vectors, and a result 32 bytes off a line
+    took 2.36 µs of a (1 x 128) @ (128 x 512) product, one on a line 1.46."""
     spare = ALIGNMENT // like.itemsize
     buffer = np.empty(rows * width + spare, dtype=like.dtype)
     start = (-_address(buffer) % ALIGNMENT) // like.itemsize
@@ -1069,7 +1069,7 @@ def _forward(
     owners = (
         np.empty_like(hidden),
         _aligned_empty(batch, 4 * size, gates),
-        np.empty_like(hidden),
+        _aligned_empty(batch, hidden_size, gates),
         np.full(size, keep_c_value, dtype=gates.dtype),
         np.full(hidden_size, keep_h_value, dtype=gates.dtype),
         _describe(mkl_addresses, x, w_ih, gates, bounds, claims, offsets, batch_sizes, reverse),
@@ -1168,8 +1168,8 @@ def _backward(
     owners = (
         np.empty_like(dh),  # d_hidden: dL/dh'_t of the step's rows
         np.zeros_like(dh),  # carry_h: the part of dL/dh_t that zoneout passes to h_{t-1}
-        np.empty((batch, size), dtype=dh.dtype),  # d_r: dL/d(o * tanh(LN_c(c')))
-        np.empty_like(dh),  # dh_in
+        _aligned_empty(batch, size, dh),  # d_r: dL/d(o * tanh(LN_c(c')))
+        _aligned_empty(batch, hidden_size, dh),  # dh_in
         np.empty(size, dtype=dh.dtype),  # d_new: dL/dc'
         np.zeros(size, dtype=dh.dtype),  # carry_c: the part of dL/dc_t that zoneout passes to c_{t-1}
         np.empty(size, dtype=dh.dtype),  # tanh_squashed
