@@ -2,6 +2,7 @@
 formulas of lstmkit.reference_variants (autograd, no shared code), finite differences, the
 semantics of the random masks, introspection and initialisation."""
 
+import functools
 import itertools
 
 import numpy as np
@@ -13,11 +14,12 @@ from torch.autograd import gradcheck
 
 import lstmkit
 from lstmkit import functional, reference_variants
-from lstmkit.kernels import cpu, gpu, masks, pool, torch_ops
+from lstmkit.kernels import cpu, gpu, lstm_function, masks, matmul, pool, torch_ops
 
 if cpu.available():
     from lstmkit.kernels import cpu_step
 from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
+from lstmkit.kernels.rows import previous_rows, row_positions
 
 from ._compare import TOLERANCE
 from ._products import LIBRARIES, expand, selected
@@ -256,6 +258,67 @@ def test_cpu_kernel_input_side_beside_the_recurrence_equals_reference(
     results = _run_both(options, backend="cpu", lengths=[6, 2, 5, 1], dtype=dtype)
     assert len(helpers) == 4 and all(h[0] != 0 and h[2] != 0 for h in helpers)  # every forward pass
     _assert_close(results, options)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(layer_norm=True), dict(peephole=True, zoneout=0.2, recurrent_dropout=0.3, weight_dropout=0.3)],
+    ids=["plain", "layer norm", "masks"],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_kernel_transposes_for_the_weight_gradients_equal_reference(
+    options, threads, monkeypatch, torch_threads
+):
+    """x.T and the h_{t-1}'s transpose, written by the forward kernel for the weight gradients
+    on oneDNN (forced at small sizes): packed lengths, both directions, two layers (the second's
+    x the first's two outputs), a projection, on one thread and on two, against the reference;
+    and the transposes themselves, against x and the outputs."""
+    monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", True)
+    monkeypatch.setattr(matmul, "MIN_ONEDNN_GRADIENT_WORK", 1)
+    monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
+    torch_threads(threads)
+    kept = []
+    forward = lstm_function._forward
+
+    def spy(x, h0, c0, w, masks, batch_sizes, reverse, *rest):
+        result = forward(x, h0, c0, w, masks, batch_sizes, reverse, *rest)
+        kept.append((x, h0, masks, batch_sizes, reverse, result[0]))
+        return result
+
+    monkeypatch.setattr(lstm_function, "_forward", spy)
+    lengths = [6, 2, 5, 1, 6, 3]
+    results = _run_both(options, backend="cpu", lengths=lengths, batch=len(lengths), dtype=torch.float32)
+    _assert_close(results, options)
+    assert len(kept) == 4  # two layers, two directions
+    for x, h0, mask, batch_sizes, reverse, ws in kept:
+        assert ws.inputs_t is not None and ws.previous_t is not None
+        torch.testing.assert_close(ws.inputs_t, x.detach().t(), rtol=0, atol=0)
+        previous = lstm_function.gather_previous(
+            ws.out, h0.detach(), previous_rows(batch_sizes, reverse, x.device)
+        )
+        if mask.recurrent is not None:
+            previous = previous * mask.recurrent.index_select(0, row_positions(batch_sizes, x.device))
+        torch.testing.assert_close(ws.previous_t, previous.t(), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+def test_transposes_are_kept_only_for_wanted_gradients_on_onednn_up_to_their_limit(monkeypatch):
+    monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", True)
+    monkeypatch.setattr(matmul, "MIN_ONEDNN_GRADIENT_WORK", 1)
+    monkeypatch.setattr(lstm_function, "MOST_TRANSPOSED", 10 * (3 + 2))
+    w = LSTMWeights(torch.zeros(8, 3), torch.zeros(8, 2))
+    h0 = torch.zeros(1, 2)
+    kept = functools.partial(lstm_function._transposes, h0=h0, w=w)
+    loops = cpu.NumbaLoops()
+    onednn = matmul._onednn_available()
+    assert kept(torch.zeros(10, 3), loops=loops, wanted=(True, True)) == (onednn, onednn)
+    assert kept(torch.zeros(10, 3), loops=loops, wanted=(False, True)) == (False, onednn)
+    assert kept(torch.zeros(11, 3), loops=loops, wanted=(True, True)) == (False, False)  # over the limit
+    assert kept(torch.zeros(10, 3, dtype=torch.float64), loops=loops, wanted=(True, True)) == (False, False)
+    assert kept(torch.zeros(10, 3), loops=torch_ops.TorchLoops(), wanted=(True, True)) == (False, False)
+    monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", False)  # an Intel processor: torch.matmul
+    assert kept(torch.zeros(10, 3), loops=loops, wanted=(True, True)) == (False, False)
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")

@@ -710,6 +710,14 @@ def _add_product(target, a, b):
 
 
 @_jit
+def _transpose_rows(rows, target, column):
+    """target[:, column + b] = rows[b] for each row b of ``rows`` (m, F), into target (F, N)."""
+    for j in range(rows.shape[1]):
+        for b in range(rows.shape[0]):
+            target[j, column + b] = rows[b, j]
+
+
+@_jit
 def _copy(source, target):
     """target[:] = source, 1-D. A loop rather than a slice assignment: Numba compiles each slice
     assignment into a broadcasting routine of its own, and those took 4.4 s of the kernels' first
@@ -1050,14 +1058,16 @@ def _helper(like: np.ndarray) -> tuple[int, int, int]:
 
 @_jit
 def _forward(
-    k, mkl_addresses, gates, bias, cell_new, cells, out, unprojected, hh_hat, hh_rstd, cell_hat,
-    cell_rstd, gate_inside, hidden, cell, w_hh_t, w_hr_t, p_i, p_f, p_o, ln_hh, ln_cw, ln_cb,
+    k, mkl_addresses, gates, bias, cell_new, cells, out, inputs, inputs_t, previous_t, unprojected,
+    hh_hat, hh_rstd, cell_hat, cell_rstd, gate_inside, hidden, cell, w_hh_t, w_hr_t, p_i, p_f, p_o,
+    ln_hh, ln_cw, ln_cb,
     recurrent, keep_c, keep_c_value, keep_h, keep_h_value, offsets, batch_sizes, x, w_ih, bounds,
     claims, helper, first, last, reverse, coupled, clip,
 ):  # fmt: skip
     _wide_vectors()
     # every array whose rows the loops view, borrowed (``_borrowed``)
     gates, cell_new, cells, out = _borrowed(gates), _borrowed(cell_new), _borrowed(cells), _borrowed(out)
+    inputs, inputs_t, previous_t = _borrowed(inputs), _borrowed(inputs_t), _borrowed(previous_t)
     unprojected, hh_hat, cell_hat = _borrowed(unprojected), _borrowed(hh_hat), _borrowed(cell_hat)
     gate_inside, hidden, cell = _borrowed(gate_inside), _borrowed(hidden), _borrowed(cell)
     keep_c, keep_h = _borrowed(keep_c), _borrowed(keep_h)
@@ -1095,8 +1105,14 @@ def _forward(
                 for j in range(hidden_size):
                     h_in[b, j] = hidden[b, j] * recurrent[b, j]
             _product(h_in[first:stop], w_hh_t, z[first:stop], mkl_addresses)
+            if previous_t.shape[0] > 0:
+                _transpose_rows(h_in[first:stop], previous_t, start + first)
         else:
             _product(hidden[first:stop], w_hh_t, z[first:stop], mkl_addresses)
+            if previous_t.shape[0] > 0:
+                _transpose_rows(hidden[first:stop], previous_t, start + first)
+        if inputs_t.shape[0] > 0:
+            _transpose_rows(inputs[start + first : start + stop], inputs_t, start + first)
         for b in range(first, stop):
             row = start + b
             a = gates[row]
@@ -1496,21 +1512,22 @@ def _input_side(x: Tensor | None, w_ih: Tensor, like: np.ndarray, batch_sizes: S
 
 
 def _recur(
-    gates: np.ndarray, cell_new: np.ndarray, cells: np.ndarray, out: np.ndarray, buffers: tuple,
-    gate_inside: np.ndarray, hidden: np.ndarray, cell: np.ndarray, w: LSTMWeights, masks: LSTMMasks,
-    batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None,
+    gates: np.ndarray, cell_new: np.ndarray, cells: np.ndarray, out: np.ndarray, transposes: tuple,
+    buffers: tuple, gate_inside: np.ndarray, hidden: np.ndarray, cell: np.ndarray, w: LSTMWeights,
+    masks: LSTMMasks, batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None,
 ) -> None:  # fmt: skip
     """The forward recurrence over NumPy arrays (``NumbaLoops.forward``'s workspace, or
     ``lstm_inference``'s own): the parts of the batch on torch's threads, and with ``x`` the
     input side beside them (``_project``). ``hidden`` and ``cell`` (B, P), (B, H) come in as the
-    initial state and leave as the final one; ``buffers`` = (unprojected, hh_hat, hh_rstd,
-    cell_hat, cell_rstd), empty where an option is off."""
+    initial state and leave as the final one; ``transposes`` = (x (N, I), x.T (I, N), the
+    h_{t-1}'s transpose (P, N)) and ``buffers`` = (unprojected, hh_hat, hh_rstd, cell_hat,
+    cell_rstd), empty where unasked or an option is off."""
     shared, last = _shared(w, masks, gates, batch_sizes, options)
     batch = cell.shape[0]
     input_side, addresses = _input_side(x, w.w_ih, gates, batch_sizes), _mkl_addresses(gates)
     arguments = (
         constants(gates.dtype, cell.shape[1]), addresses, gates, _bias(w, gates), cell_new, cells, out,
-        *buffers, gate_inside, hidden, cell, _blocked(w.w_hh, gates, batch, transpose=True),
+        *transposes, *buffers, gate_inside, hidden, cell, _blocked(w.w_hh, gates, batch, transpose=True),
         _blocked(w.w_hr, gates, batch, transpose=True), *shared, *input_side,
     )  # fmt: skip
     parts = _parts(shared[-1], _step_work(w))
@@ -1526,6 +1543,7 @@ class NumbaLoops:
 
     SUMS_GAINS = True
     ADDS_BIAS = True  # in the pass that adds W_hh h, while the row is in cache
+    TRANSPOSES = True
 
     def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
         """When the recurrence runs on one thread of several (``_parts``), W_ih x is worth a
@@ -1541,13 +1559,18 @@ class NumbaLoops:
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
         batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
+        project: bool = False,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         hidden, cell = (s.detach().clone(memory_format=torch.contiguous_format) for s in (h0, c0))
-        buffers = (ws.unprojected, ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
         like = ws.gates.numpy()
+        inputs = x if ws.inputs_t is not None else None
+        transposes = tuple(_array(t, like, 2) for t in (inputs, ws.inputs_t, ws.previous_t))
+        buffers = tuple(
+            _array(t, like, 2) for t in (ws.unprojected, ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
+        )
         _recur(
-            like, ws.cell_new.numpy(), ws.cells.numpy(), ws.out.numpy(), tuple(_array(t, like, 2) for t in buffers),
-            _flags(ws.gate_inside), hidden.numpy(), cell.numpy(), w, masks, batch_sizes, reverse, options, x,
+            like, ws.cell_new.numpy(), ws.cells.numpy(), ws.out.numpy(), transposes, buffers, _flags(ws.gate_inside),
+            hidden.numpy(), cell.numpy(), w, masks, batch_sizes, reverse, options, x if project else None,
         )  # fmt: skip
         return hidden, cell
 
@@ -1600,8 +1623,8 @@ def _layer_inference(
     unprojected = none if w.w_hr is None else np.empty_like(cell_new)
     clipped = _discarded_flags(options, *gates.shape)
     _recur(
-        gates, cell_new, cell_new, out, (unprojected, none, none, none, none), clipped, hidden, cell, w,
-        NO_MASKS, batch_sizes, reverse, options, rows if projecting else None,
+        gates, cell_new, cell_new, out, (none, none, none), (unprojected, none, none, none, none), clipped,
+        hidden, cell, w, NO_MASKS, batch_sizes, reverse, options, rows if projecting else None,
     )  # fmt: skip
     return out
 

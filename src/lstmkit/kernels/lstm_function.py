@@ -21,7 +21,7 @@ from torch.autograd.function import FunctionCtx
 
 from . import second_order
 from .contract import LAYER_NORM_EPS, NO_MASKS, PLAIN, LSTMMasks, LSTMOptions, LSTMWeights
-from .matmul import linear, times, weight_gradient
+from .matmul import linear, reads_transposed, times, weight_gradient
 from .rows import Previous, previous_rows, row_positions
 
 N_WEIGHTS = len(LSTMWeights._fields)
@@ -65,6 +65,9 @@ class Workspace(NamedTuple):
     cell_hat: Tensor | None  # (N, H): LN(c') normalised, with layer norm
     cell_rstd: Tensor | None  # (N, 1)
     gate_inside: Tensor | None  # (N, 4H) bool: where clipping let the gradient through
+    # for the weight gradients' products, which read these transposed (``Loops.TRANSPOSES``):
+    inputs_t: Tensor | None = None  # (I, N): x.T
+    previous_t: Tensor | None = None  # (P, N): the h_{t-1} of each row (times its recurrent mask), transposed
 
 
 class Gradients(NamedTuple):
@@ -93,10 +96,16 @@ class Loops(Protocol):
     each row as it reads it; else they are added here, in the input projection's product or
     after layer norm: one more pass over (N, 4H) (on MKL, (3200 x 128) @ (128 x 512) took 1.97 ms
     with its bias, 1.67 ms without).
+
+    With ``TRANSPOSES`` true, forward fills ``ws.inputs_t`` (from ``x``, then given) and
+    ``ws.previous_t`` where they are not None: step by step, while the rows are in cache, for
+    the weight gradients on oneDNN, which otherwise copy x.T and the gathered h_{t-1}'s transpose
+    first (``matmul.reads_transposed``).
     """
 
     SUMS_GAINS: bool
     ADDS_BIAS: bool
+    TRANSPOSES: bool
 
     def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
         """Whether ``forward`` computes the input side W_ih x itself, beside its recurrence (asked
@@ -107,9 +116,11 @@ class Loops(Protocol):
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
         batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
+        project: bool = False,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """Fill ``ws``; return the final (h (B, P), c (B, H)). ``x`` (N, I) is given when
-        ``projects_input`` said so: ``ws.gates`` then arrives unfilled, for x @ W_ih.T."""
+        """Fill ``ws``; return the final (h (B, P), c (B, H)). ``x`` (N, I) is given with
+        ``project``, when ``projects_input`` said so (``ws.gates`` then arrives unfilled, for
+        x @ W_ih.T), and with ``ws.inputs_t``."""
 
     def backward(
         self, ws: Workspace, gs: Gradients, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, w: LSTMWeights,
@@ -119,8 +130,9 @@ class Loops(Protocol):
 
 
 def _workspace(
-    pre: Tensor, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks, options: LSTMOptions
-) -> Workspace:
+    pre: Tensor, x: Tensor, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
+    options: LSTMOptions, transposes: tuple[bool, bool],
+) -> Workspace:  # fmt: skip
     rows, size = pre.shape[0], c0.shape[1]
     new = pre.new_empty
     layer_norm_on = w.layer_norm_ih is not None
@@ -138,14 +150,42 @@ def _workspace(
         gate_inside=None
         if options.clip is None
         else torch.empty(rows, 4 * size, dtype=torch.bool, device=pre.device),
+        inputs_t=new(x.shape[1], rows) if transposes[0] else None,
+        previous_t=new(h0.shape[1], rows) if transposes[1] else None,
+    )
+
+
+# The most floats of transposes, N x (I + P), that a layer direction keeps (``_transposes``).
+# Training on the `znver5`, kept / copied (one process, interleaved): (100, 32, 128), 0.8M,
+# the two products 2.97 / 3.99 ms and the gather of h_{t-1} 0.15 / 0.31 for 0.36 ms more of
+# forward kernel, whole steps 0.95-0.97; (100, 64, 256), 3.3M, 17.8 / 21.0 and 0.46 / 0.92 for
+# 2.2 ms more, whole steps 0.98-1.01; 2 layers bidirectional (50, 128, 256), 3.3M and 4.9M,
+# 1.00. Above it the forward's writes cost what the copies saved, and the transposes raised a
+# step's peak (80.4 to 87.5 MiB at (100, 64, 256), 219 to 277 MiB bidirectional).
+MOST_TRANSPOSED = 2**21
+
+
+def _transposes(
+    x: Tensor, h0: Tensor, w: LSTMWeights, loops: Loops, wanted: tuple[bool, bool]
+) -> tuple[bool, bool]:
+    """Whether forward keeps (x.T, the h_{t-1}'s transpose): for the weight gradients of W_ih and
+    W_hh that ``wanted`` asks, where they read them so (``matmul.reads_transposed``), up to
+    ``MOST_TRANSPOSED`` floats."""
+    rows, outputs = x.shape[0], w.w_hh.shape[0]
+    if not loops.TRANSPOSES or rows * (x.shape[1] + h0.shape[1]) > MOST_TRANSPOSED:
+        return False, False
+    return (
+        wanted[0] and reads_transposed(x, rows, x.shape[1], outputs),
+        wanted[1] and reads_transposed(x, rows, h0.shape[1], outputs),
     )
 
 
 def _forward(
     x: Tensor, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks, batch_sizes: Sequence[int],
-    reverse: bool, options: LSTMOptions, loops: Loops,
+    reverse: bool, options: LSTMOptions, loops: Loops, wanted: tuple[bool, bool] = (False, False),
 ) -> tuple[Workspace, Tensor, Tensor, tuple[Tensor | None, Tensor | None, Tensor | None]]:  # fmt: skip
-    """The forward pass: (workspace, h_n, c_n, (input side before layer norm, its mean, 1/σ))."""
+    """The forward pass: (workspace, h_n, c_n, (input side before layer norm, its mean, 1/σ)).
+    ``wanted``: whether the backward pass will take W_ih's and W_hh's gradients."""
     ih_input = ih_mean = ih_rstd = None
     bias = None if w.b_ih is None or loops.ADDS_BIAS else w.b_ih + w.b_hh
     projecting = w.layer_norm_ih is None and loops.ADDS_BIAS and loops.projects_input(x, w, batch_sizes)
@@ -160,9 +200,10 @@ def _forward(
         )
         if bias is not None:
             pre += bias
-    ws = _workspace(pre, h0, c0, w, masks, options)
+    ws = _workspace(pre, x, h0, c0, w, masks, options, _transposes(x, h0, w, loops, wanted))
+    given = projecting or ws.inputs_t is not None
     hidden, cell = loops.forward(
-        ws, h0, c0, w, masks, batch_sizes, reverse, options, x if projecting else None
+        ws, h0, c0, w, masks, batch_sizes, reverse, options, x if given else None, projecting
     )
     return ws, hidden, cell, (ih_input, ih_mean, ih_rstd)
 
@@ -181,7 +222,10 @@ class LSTMLayer(torch.autograd.Function):
         w = LSTMWeights(*args[:N_WEIGHTS])
         masks = LSTMMasks(*args[N_WEIGHTS : N_WEIGHTS + 3])
         batch_sizes, reverse, options, loops = args[N_WEIGHTS + 3 :]
-        ws, hidden, cell, layer_norm_ih = _forward(x, h0, c0, w, masks, batch_sizes, reverse, options, loops)
+        wanted = ctx.needs_input_grad[3], ctx.needs_input_grad[4]  # W_ih's, W_hh's
+        ws, hidden, cell, layer_norm_ih = _forward(
+            x, h0, c0, w, masks, batch_sizes, reverse, options, loops, wanted
+        )
         ctx.save_for_backward(x, h0, c0, *w, *masks, *ws, *layer_norm_ih)
         ctx.batch_sizes, ctx.reverse, ctx.options, ctx.loops = batch_sizes, reverse, options, loops
         ctx.mark_non_differentiable(ws.gates, ws.cells)
@@ -228,13 +272,16 @@ class LSTMLayer(torch.autograd.Function):
         if w.peephole_i is None and w.peephole_f is None:
             gs = gs._replace(cell_prev=None)  # no longer needed: free it before the next peak
         grads = dict.fromkeys(LSTMWeights._fields)
-        # h_{t-1} of every row (N, P), freed before d_x exists: the two are the pass's largest
-        # temporaries after d_gates
-        hidden_in = gather_previous(ws.out, h0, prev)
-        if masks.recurrent is not None:
-            hidden_in.mul_(masks.recurrent.index_select(0, row_positions(ctx.batch_sizes, x.device)))
-        grads["w_hh"] = weight_gradient(gs.d_recurrent, hidden_in)
-        del hidden_in
+        if ws.previous_t is not None:
+            grads["w_hh"] = weight_gradient(gs.d_recurrent, ws.previous_t.t())
+        else:
+            # h_{t-1} of every row (N, P), freed before d_x exists: the two are the pass's
+            # largest temporaries after d_gates
+            hidden_in = gather_previous(ws.out, h0, prev)
+            if masks.recurrent is not None:
+                hidden_in.mul_(masks.recurrent.index_select(0, row_positions(ctx.batch_sizes, x.device)))
+            grads["w_hh"] = weight_gradient(gs.d_recurrent, hidden_in)
+            del hidden_in
         d_input_side = d_gates  # (N, 4H) dL/d(W_ih x)
         if layer_norm_on:
             if sums_gains:
@@ -257,7 +304,7 @@ class LSTMLayer(torch.autograd.Function):
                 [True, True, False],
             )
         # before d_x exists: on oneDNN the weight gradient copies x's transpose (N x I) first
-        grads["w_ih"] = weight_gradient(d_input_side, x)
+        grads["w_ih"] = weight_gradient(d_input_side, x if ws.inputs_t is None else ws.inputs_t.t())
         d_x = times(d_input_side, w.w_ih) if ctx.needs_input_grad[0] else None
         if w.b_ih is not None:
             grads["b_ih"] = d_gates.sum(0)

@@ -62,6 +62,19 @@ def _on_onednn(x: Tensor, weight: Tensor, least: int) -> bool:
     )
 
 
+def reads_transposed(like: Tensor, rows: int, inputs: int, outputs: int) -> bool:
+    """Whether ``weight_gradient`` of d (rows, outputs) by x (rows, inputs), tensors like
+    ``like``, multiplies on oneDNN, which takes x as x.T (inputs, rows) C-contiguous: an x that is
+    the transposed view of such a tensor costs no copy there. Elsewhere x's layout is free."""
+    return (
+        ONEDNN_PRODUCTS
+        and like.device.type == "cpu"
+        and like.dtype == torch.float32
+        and rows * inputs * outputs >= MIN_ONEDNN_GRADIENT_WORK
+        and _onednn_available()
+    )
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight.T (+ bias): (N, K), (M, K), (M,) -> (N, M)."""
     if _on_onednn(x, weight, MIN_ONEDNN_WORK):
@@ -78,7 +91,9 @@ def weight_gradient(d: Tensor, x: Tensor) -> Tensor:
     """d.T @ x summed over the N rows, the weight gradient of ``linear``: (N, M), (N, K) -> (M, K).
 
     On oneDNN as the transposed product x.T @ d, returned as a transposed view: oneDNN reads
-    the rows' transposes in that order at about twice the rate of the other (measured).
+    the rows' transposes in that order at about twice the rate of the other (measured). It
+    copies x.T first unless x is the transposed view of a C-contiguous (K, N) tensor
+    (``reads_transposed``).
     """
     if _on_onednn(x.t(), d.t(), MIN_ONEDNN_GRADIENT_WORK):
         return _onednn(x.t(), d.t()).t()

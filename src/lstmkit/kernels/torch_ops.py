@@ -39,10 +39,12 @@ class TorchLoops(Loops):
 
     SUMS_GAINS = False
     ADDS_BIAS = False
+    TRANSPOSES = False
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
         batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: None = None,
+        project: bool = False,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         size, clip, layer_norm_on = c0.shape[1], options.clip, w.layer_norm_ih is not None
         hidden, cell = h0.clone(), c0.clone()
