@@ -133,7 +133,7 @@ class TritonLoops(Loops):
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: None = None,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
         project: bool = False,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         batch, size, hidden_size = c0.shape[0], c0.shape[1], h0.shape[1]

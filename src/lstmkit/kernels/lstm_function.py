@@ -118,9 +118,9 @@ class Loops(Protocol):
         batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
         project: bool = False,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        """Fill ``ws``; return the final (h (B, P), c (B, H)). ``x`` (N, I) is given with
-        ``project``, when ``projects_input`` said so (``ws.gates`` then arrives unfilled, for
-        x @ W_ih.T), and with ``ws.inputs_t``."""
+        """Fill ``ws``; return the final (h (B, P), c (B, H)). ``x`` (N, I) is the layer's input;
+        with ``project`` (``projects_input`` said so) ``ws.gates`` arrives unfilled, for
+        x @ W_ih.T."""
 
     def backward(
         self, ws: Workspace, gs: Gradients, d_out: Tensor, d_hn: Tensor, d_cn: Tensor, w: LSTMWeights,
@@ -201,10 +201,7 @@ def _forward(
         if bias is not None:
             pre += bias
     ws = _workspace(pre, x, h0, c0, w, masks, options, _transposes(x, h0, w, loops, wanted))
-    given = projecting or ws.inputs_t is not None
-    hidden, cell = loops.forward(
-        ws, h0, c0, w, masks, batch_sizes, reverse, options, x if given else None, projecting
-    )
+    hidden, cell = loops.forward(ws, h0, c0, w, masks, batch_sizes, reverse, options, x, projecting)
     return ws, hidden, cell, (ih_input, ih_mean, ih_rstd)
 
 

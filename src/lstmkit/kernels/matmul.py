@@ -52,27 +52,27 @@ MIN_ONEDNN_GRADIENT_WORK = 2**22
 ONEDNN_PRODUCTS = not mkl.preferred()
 
 
-def _on_onednn(x: Tensor, weight: Tensor, least: int) -> bool:
-    """Whether x @ weight.T runs on oneDNN: float32 CPU tensors, ``least`` multiply-adds or more."""
+def _onednn_takes(tensors: tuple[Tensor, ...], work: int, least: int) -> bool:
+    """Whether a product of ``work`` multiply-adds on ``tensors`` runs on oneDNN: float32 CPU
+    tensors, ``least`` multiply-adds or more."""
     return (
         ONEDNN_PRODUCTS
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
-        and x.shape[0] * x.shape[1] * weight.shape[0] >= least
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and work >= least
         and _onednn_available()
     )
+
+
+def _on_onednn(x: Tensor, weight: Tensor, least: int) -> bool:
+    """Whether x @ weight.T runs on oneDNN (``_onednn_takes``)."""
+    return _onednn_takes((x, weight), x.shape[0] * x.shape[1] * weight.shape[0], least)
 
 
 def reads_transposed(like: Tensor, rows: int, inputs: int, outputs: int) -> bool:
     """Whether ``weight_gradient`` of d (rows, outputs) by x (rows, inputs), tensors like
     ``like``, multiplies on oneDNN, which takes x as x.T (inputs, rows) C-contiguous: an x that is
     the transposed view of such a tensor costs no copy there. Elsewhere x's layout is free."""
-    return (
-        ONEDNN_PRODUCTS
-        and like.device.type == "cpu"
-        and like.dtype == torch.float32
-        and rows * inputs * outputs >= MIN_ONEDNN_GRADIENT_WORK
-        and _onednn_available()
-    )
+    return _onednn_takes((like,), rows * inputs * outputs, MIN_ONEDNN_GRADIENT_WORK)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -43,7 +43,7 @@ class TorchLoops(Loops):
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
-        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: None = None,
+        batch_sizes: Sequence[int], reverse: bool, options: LSTMOptions, x: Tensor | None = None,
         project: bool = False,
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         size, clip, layer_norm_on = c0.shape[1], options.clip, w.layer_norm_ih is not None
