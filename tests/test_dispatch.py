@@ -344,14 +344,18 @@ def test_padded_inference_in_training_mode_only_without_dropouts(monkeypatch):
 
 
 @needs_cpu
-@pytest.mark.parametrize("batch", [1, 4])
-def test_padded_inference_with_the_batch_split_or_the_input_side_beside(batch, monkeypatch, torch_threads):
+@pytest.mark.parametrize("batch, input_side", [(1, "beside"), (4, "before"), (4, "step by step")])
+def test_padded_inference_with_the_batch_split_or_the_input_side_beside(
+    batch, input_side, monkeypatch, torch_threads
+):
     """On two threads, with the thresholds at their least: a batch of 4 splits over the threads,
-    a batch of one computes its input side on the second (``cpu._project``); bit for bit the
-    autograd pass, which does the same."""
+    its input side one product before the recurrence or step by step in each part
+    (``cpu._steps_input``), a batch of one computes its input side on the second
+    (``cpu._project``); bit for bit the autograd pass, which does the same."""
     torch_threads(2)
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "MIN_PROJECT_WORK", 1)
+    monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 1 if input_side == "step by step" else 2**40)
     calls = _count_inference(monkeypatch)
     for backend in expand(["cpu"]):
         with selected(backend) as name:

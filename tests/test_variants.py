@@ -392,6 +392,71 @@ def test_cpu_kernel_projects_beside_the_recurrence_only_when_it_runs_on_one_thre
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+def test_cpu_kernel_steps_the_input_side_only_in_a_split_recurrence_with_w_ih_in_one_panel(
+    monkeypatch, torch_threads
+):
+    monkeypatch.setattr(cpu, "MIN_PROJECT_WORK", 2**40)  # never beside
+    monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 32)
+    loops = cpu.NumbaLoops()
+    w = LSTMWeights(torch.zeros(8, 4), torch.zeros(8, 2), *[None] * 9)  # W_ih: 32 floats
+    torch_threads(2)
+    assert loops.projects_input(torch.zeros(60, 4), w, [2] * 30)  # two parts
+    assert not loops.projects_input(torch.zeros(30, 4), w, [1] * 30)  # one sequence: one part
+    monkeypatch.setattr(cpu, "SMALL_PRODUCT", 8 * 32 - 1)  # W_ih.T in two panels
+    assert not loops.projects_input(torch.zeros(60, 4), w, [2] * 30)
+    monkeypatch.setattr(cpu, "SMALL_PRODUCT", 8 * 32)
+    monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 33)  # too small
+    assert not loops.projects_input(torch.zeros(60, 4), w, [2] * 30)
+    monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 32)
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", True)  # MKL's packed products: not measured so
+    assert not loops.projects_input(torch.zeros(60, 4), w, [2] * 30)
+    assert loops.projects_input(torch.zeros(60, 4, dtype=torch.float64), w, [2] * 30)  # OpenBLAS's
+    torch_threads(1)
+    assert not loops.projects_input(torch.zeros(60, 4, dtype=torch.float64), w, [2] * 30)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(peephole=True, coupled_input_forget=True, cell_clip=2.0, zoneout=0.2, recurrent_dropout=0.3)],
+    ids=["plain", "every option but layer norm"],
+)
+@pytest.mark.parametrize("transposes", ["kept", "copied"])
+def test_cpu_kernel_input_side_step_by_step_equals_reference(
+    options, dtype, transposes, monkeypatch, torch_threads
+):
+    """W_ih x computed step by step in each part of a split recurrence: packed lengths, two
+    layers (the second's x the first's two outputs), both directions, a projection, forward and
+    gradients, against the reference; with x.T written by the same kernel for the weight
+    gradients, and without. ``gates`` arrives unfilled, so a step left out shows."""
+    monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 1)
+    monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", transposes == "kept")
+    monkeypatch.setattr(matmul, "MIN_ONEDNN_GRADIENT_WORK", 1)
+    torch_threads(2)
+    stepped = []
+    monkeypatch.setattr(
+        cpu, "_steps_input", lambda *a, real=cpu._steps_input: stepped.append(real(*a)) or stepped[-1]
+    )
+    kept = []
+    monkeypatch.setattr(
+        lstm_function,
+        "_transposes",
+        lambda *a, real=lstm_function._transposes: kept.append(real(*a)) or kept[-1],
+    )
+    lengths = [6, 2, 5, 1, 6, 3]
+    results = _run_both(options, backend="cpu", lengths=lengths, batch=len(lengths), dtype=dtype)
+    assert stepped == [True] * 4  # two layers, two directions
+    on_onednn = transposes == "kept" and dtype == torch.float32 and matmul._onednn_available()
+    assert kept == [(on_onednn, on_onednn)] * 4
+    _assert_close(results, options)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 @pytest.mark.parametrize("dtype, bound", [(torch.bfloat16, 1e-2), (torch.float16, 1.5e-3)])
 @pytest.mark.parametrize(
     "options",

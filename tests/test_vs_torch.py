@@ -11,7 +11,7 @@ from torch import nn
 import lstmkit
 from lstmkit.kernels import cpu
 
-from ._compare import Case, compare
+from ._compare import TOLERANCE, Case, compare
 from ._products import expand, selected
 
 LSTM_BACKENDS = [b for b in lstmkit.functional.available("lstm") if b != "auto"]
@@ -115,6 +115,30 @@ def test_single_rows_equal_torch(backend, dtype):
         compare(packed, *_pair(packed, backend, 5), seed=5)
         compare(projected, *_pair(projected, backend, 7), seed=7)
         compare(rnn, *_pair(rnn, backend, 6), seed=6)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_side_step_by_step_equals_torch(dtype, monkeypatch, torch_threads):
+    """A split recurrence whose W_ih is large enough at the thresholds as they are to be
+    multiplied step by step in each part (``cpu._steps_input``): two bidirectional layers of H =
+    64 on two threads, with autograd and under no_grad (``cpu.lstm_inference``)."""
+    monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    torch_threads(2)
+    stepped = []
+    monkeypatch.setattr(
+        cpu, "_steps_input", lambda *a, real=cpu._steps_input: stepped.append(real(*a)) or stepped[-1]
+    )
+    case = Case(
+        input_size=64, hidden_size=64, num_layers=2, bidirectional=True, steps=9, batch=6, dtype=dtype
+    )
+    lstm, reference = _pair(case, "cpu", 8)
+    compare(case, lstm, reference, seed=8)
+    x = torch.randn(case.input_shape(), dtype=dtype)
+    with torch.no_grad():
+        torch.testing.assert_close(lstm(x)[0], reference(x)[0], **TOLERANCE[dtype])
+    assert stepped == [True] * 8  # the autograd pass's four layer directions, then inference's
 
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")

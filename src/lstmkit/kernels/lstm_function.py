@@ -108,9 +108,10 @@ class Loops(Protocol):
     TRANSPOSES: bool
 
     def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        """Whether ``forward`` computes the input side W_ih x itself, beside its recurrence (asked
-        only without layer norm, and only of loops that add the biases, ``ADDS_BIAS``). Never, for
-        loops that subclass this protocol and keep this method."""
+        """Whether ``forward`` computes the input side W_ih x itself, beside its recurrence or
+        step by step inside it (asked only without layer norm, and only of loops that add the
+        biases, ``ADDS_BIAS``). Never, for loops that subclass this protocol and keep this
+        method."""
         return False
 
     def forward(
