@@ -344,14 +344,16 @@ def test_padded_inference_in_training_mode_only_without_dropouts(monkeypatch):
 
 
 @needs_cpu
+@pytest.mark.parametrize("options", [{}, dict(cell_clip=0.2, coupled_input_forget=True, proj_size=3)])
 @pytest.mark.parametrize("batch, input_side", [(1, "beside"), (4, "before"), (4, "step by step")])
 def test_padded_inference_with_the_batch_split_or_the_input_side_beside(
-    batch, input_side, monkeypatch, torch_threads
+    batch, input_side, options, monkeypatch, torch_threads
 ):
     """On two threads, with the thresholds at their least: a batch of 4 splits over the threads,
     its input side one product before the recurrence or step by step in each part
-    (``cpu._steps_input``), a batch of one computes its input side on the second
-    (``cpu._project``); bit for bit the autograd pass, which does the same."""
+    (``cpu._steps_input``, whose gates, c' and clipping flags take one row a sequence), a batch
+    of one computes its input side on the second (``cpu._project``); bit for bit the autograd
+    pass, which does the same with N rows of each."""
     torch_threads(2)
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "MIN_PROJECT_WORK", 1)
@@ -360,7 +362,7 @@ def test_padded_inference_with_the_batch_split_or_the_input_side_beside(
     for backend in expand(["cpu"]):
         with selected(backend) as name:
             torch.manual_seed(0)
-            model = lstmkit.LSTM(4, 6, 2, bidirectional=True, backend=name)
+            model = lstmkit.LSTM(4, 6, 2, bidirectional=True, backend=name, **options)
             x = torch.randn(40, batch, 4)
             out, (h, c) = model(x)
             with torch.no_grad():
