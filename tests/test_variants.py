@@ -271,9 +271,10 @@ def test_cpu_kernel_transposes_for_the_weight_gradients_equal_reference(
     options, threads, monkeypatch, torch_threads
 ):
     """x.T and the h_{t-1}'s transpose, written by the forward kernel for the weight gradients
-    on oneDNN (forced at small sizes): packed lengths, both directions, two layers (the second's
-    x the first's two outputs), a projection, on one thread and on two, against the reference;
-    and the transposes themselves, against x and the outputs."""
+    on oneDNN (forced at small sizes; without layer norm one product for W_ih's and W_hh's):
+    packed lengths, both directions, two layers (the second's x the first's two outputs), a
+    projection, on one thread and on two, against the reference; and the transposes themselves,
+    against x and the outputs."""
     monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", True)
     monkeypatch.setattr(matmul, "MIN_ONEDNN_GRADIENT_WORK", 1)
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
@@ -293,6 +294,9 @@ def test_cpu_kernel_transposes_for_the_weight_gradients_equal_reference(
     assert len(kept) == 4  # two layers, two directions
     for x, h0, mask, batch_sizes, reverse, ws in kept:
         assert ws.inputs_t is not None and ws.previous_t is not None
+        # rows of one buffer, whose transposed view is [x | h_{t-1}] for the joint weight gradient
+        torch.testing.assert_close(ws.joint_t, torch.cat([ws.inputs_t, ws.previous_t]), rtol=0, atol=0)
+        assert ws.inputs_t.data_ptr() == ws.joint_t.data_ptr()
         torch.testing.assert_close(ws.inputs_t, x.detach().t(), rtol=0, atol=0)
         previous = lstm_function.gather_previous(
             ws.out, h0.detach(), previous_rows(batch_sizes, reverse, x.device)
