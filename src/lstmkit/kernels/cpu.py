@@ -7,7 +7,8 @@ SciPy's OpenBLAS, in the blocks of ``_blocked`` that take its small-matrix path;
 Intel processors MKL's gemm from a W packed once per call, ``mkl``) and the gate arithmetic of
 every variant of ``contract`` fused, unit by unit, with no Python between steps.
 Calls with enough work split the batch into ranges of sequences that run on torch's own threads
-(``_parts``, ``pool.run``); a long call whose recurrence runs on one thread computes the input side
+(``_parts``, ``pool.run``), and compute the input side step by step in each where W_ih is small
+enough (``_steps_input``); a long call whose recurrence runs on one thread computes the input side
 itself instead, in ranges of steps shared with a second thread (``_project``). It computes the
 formulas of docs/variants.md in the order of ``torch_ops.TorchLoops``; both are tested against
 ``reference_variants``.
