@@ -224,6 +224,14 @@ def test_cpu_kernel_threads_and_blocked_products_equal_reference(
     _assert_close(results, options)
 
 
+# the options of the input side computed by the kernel (``NumbaLoops.projects_input``): all but layer norm
+EVERY_OPTION_BUT_LAYER_NORM = pytest.mark.parametrize(
+    "options",
+    [{}, dict(peephole=True, coupled_input_forget=True, cell_clip=2.0, zoneout=0.2, recurrent_dropout=0.3)],
+    ids=["plain", "every option but layer norm"],
+)
+
+
 def _input_side_in_ranges(monkeypatch, torch_threads):
     """The cpu kernel's input side shared out in ranges of one or two steps (``cpu._project``)
     whatever the size, on 2 threads; returns the list of the helpers' entry points, one per
@@ -241,11 +249,7 @@ def _input_side_in_ranges(monkeypatch, torch_threads):
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize(
-    "options",
-    [{}, dict(peephole=True, coupled_input_forget=True, cell_clip=2.0, zoneout=0.2, recurrent_dropout=0.3)],
-    ids=["plain", "every option but layer norm"],
-)
+@EVERY_OPTION_BUT_LAYER_NORM
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_cpu_kernel_input_side_beside_the_recurrence_equals_reference(
     options, dtype, library, monkeypatch, torch_threads
@@ -423,11 +427,7 @@ def test_cpu_kernel_steps_the_input_side_only_in_a_split_recurrence_with_w_ih_in
 
 @pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize(
-    "options",
-    [{}, dict(peephole=True, coupled_input_forget=True, cell_clip=2.0, zoneout=0.2, recurrent_dropout=0.3)],
-    ids=["plain", "every option but layer norm"],
-)
+@EVERY_OPTION_BUT_LAYER_NORM
 @pytest.mark.parametrize("transposes", ["kept", "copied"])
 def test_cpu_kernel_input_side_step_by_step_equals_reference(
     options, dtype, transposes, monkeypatch, torch_threads
