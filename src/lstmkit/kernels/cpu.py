@@ -1576,6 +1576,18 @@ def _steps_input(x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
     )
 
 
+def _projects_beside(x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
+    """Whether the recurrence runs on one thread of several (``_parts``), W_ih x is worth a second
+    (``MIN_PROJECT_WORK``) and torch's OpenMP can start one (``pool.region_addresses``): then
+    ``_project`` computes it there, range of steps by range."""
+    return (
+        x.shape[0] * w.w_ih.numel() >= MIN_PROJECT_WORK
+        and torch.get_num_threads() > 1
+        and pool.region_addresses()[0] != 0
+        and len(_parts(batch_sizes, _step_work(w))) == 1
+    )
+
+
 class NumbaLoops:
     """The LSTM recurrences as one compiled call each (see ``lstm_function.Loops``)."""
 
@@ -1584,18 +1596,9 @@ class NumbaLoops:
     TRANSPOSES = True
 
     def projects_input(self, x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
-        """Step by step in each part of a split recurrence (``_steps_input``); or, when the
-        recurrence runs on one thread of several (``_parts``), W_ih x is worth a second
-        (``MIN_PROJECT_WORK``) and torch's OpenMP can start one (``pool.region_addresses``),
-        there, range of steps by range (``_project``)."""
-        if _steps_input(x, w, batch_sizes):
-            return True
-        return (
-            x.shape[0] * w.w_ih.numel() >= MIN_PROJECT_WORK
-            and torch.get_num_threads() > 1
-            and pool.region_addresses()[0] != 0
-            and len(_parts(batch_sizes, _step_work(w))) == 1
-        )
+        """Step by step in each part of a split recurrence (``_steps_input``), or beside a
+        recurrence on one thread (``_projects_beside``)."""
+        return _steps_input(x, w, batch_sizes) or _projects_beside(x, w, batch_sizes)
 
     def forward(
         self, ws: Workspace, h0: Tensor, c0: Tensor, w: LSTMWeights, masks: LSTMMasks,
@@ -1660,7 +1663,7 @@ def _layer_inference(
     of the time of N rows, (100, 32, 64) 0.99: 6.5 MB fewer writes at (100, 32, 128))."""
     size = cell.shape[1]
     by_step = _steps_input(rows, w, batch_sizes)
-    projecting = by_step or _LOOPS.projects_input(rows, w, batch_sizes)
+    projecting = by_step or _projects_beside(rows, w, batch_sizes)
     room = batch_sizes[0] if by_step else rows.shape[0]  # rows of gates, c' and the clipping flags
     gates = np.empty((room, 4 * size), hidden.dtype) if projecting else linear(rows, w.w_ih).numpy()
     none = _empty(gates.dtype, 2)
