@@ -151,8 +151,9 @@ def measure(
 
 def kernel_libraries() -> str:
     """What the compiled kernel's speed depends on: which BLAS runs its per-step products (MKL's
-    packed gemm on Intel, else OpenBLAS, whose kernel type a forced OPENBLAS_CORETYPE can halve),
-    which library the whole-sequence products, and torch's OpenMP pool."""
+    packed gemm on Intel and where OpenBLAS has no small-matrix path, else OpenBLAS, whose kernel
+    type a forced OPENBLAS_CORETYPE can halve), which library the whole-sequence products, and
+    torch's OpenMP pool."""
     import scipy.linalg  # noqa: F401  (loads the OpenBLAS that the kernel calls)
     from threadpoolctl import threadpool_info
 
@@ -160,10 +161,9 @@ def kernel_libraries() -> str:
 
     cores = sorted({i.get("architecture", "?") for i in threadpool_info() if i["internal_api"] == "openblas"})
     forced = os.environ.get("OPENBLAS_CORETYPE")
-    steps = "MKL's packed gemm" if cpu.MKL_PRODUCTS else "OpenBLAS"
     whole = "oneDNN" if matmul.ONEDNN_PRODUCTS and matmul._onednn_available() else "torch.matmul"
     return (
-        f"Intel processor: {mkl.intel()}; float32 step products: {steps}; whole-sequence products: {whole}; "
+        f"Intel processor: {mkl.intel()}; float32 step products: {cpu.step_products()}; whole-sequence products: {whole}; "
         f"OpenBLAS kernels: {', '.join(cores)} (OPENBLAS_CORETYPE {'=' + forced if forced else 'unset'}); "
         f"torch's OpenMP pool: {pool._openmp() is not None}"
     )
@@ -216,7 +216,7 @@ def main() -> None:
 
         if args.step_products == "mkl" and not mkl.available():
             parser.error("--step-products mkl: this torch build exports no MKL packed gemm")
-        cpu.MKL_PRODUCTS = args.step_products == "mkl"
+        cpu.MKL_PRODUCTS = cpu.MKL_SINGLE_ROWS = args.step_products == "mkl"  # every product
     if args.threads:
         torch.set_num_threads(args.threads)
     # one allocator policy for every implementation: without it, whether a step faults its

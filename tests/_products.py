@@ -1,8 +1,9 @@
 """The cpu backend's two product libraries as test parameters: "cpu[openblas]" and "cpu[mkl]".
 
 Backend "cpu" multiplies its per-step float32 products on MKL's packed gemm on Intel processors
-and on OpenBLAS elsewhere (``kernels.cpu.MKL_PRODUCTS``); the tests run both on every machine
-whose torch exports MKL's, whichever the machine would pick.
+and where OpenBLAS has no small-matrix path, and on OpenBLAS elsewhere (``kernels.cpu.MKL_PRODUCTS``,
+``MKL_SINGLE_ROWS``); the tests run both on every machine whose torch exports MKL's, whichever the
+machine would pick.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ def selected(name: str) -> Iterator[str]:
     if not name.startswith("cpu["):
         yield name
         return
-    before = cpu.MKL_PRODUCTS
-    cpu.MKL_PRODUCTS = name == "cpu[mkl]"
+    before = cpu.MKL_PRODUCTS, cpu.MKL_SINGLE_ROWS
+    cpu.MKL_PRODUCTS = cpu.MKL_SINGLE_ROWS = name == "cpu[mkl]"  # every product, single rows too
     try:
         yield "cpu"
     finally:
-        cpu.MKL_PRODUCTS = before
+        cpu.MKL_PRODUCTS, cpu.MKL_SINGLE_ROWS = before

@@ -200,14 +200,22 @@ def test_under_autocast_answers_in_torch_nn_dtype_and_trains_the_float32_weights
     cell = ours in (lstmkit.LSTMCell, lstmkit.RNNCell)
     x = torch.randn((2, 3) if cell else (4, 2, 3)).to(input_dtype)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        expected = reference(x)
         result = module(x)
+        try:
+            expected = _leaves(reference(x))
+        except RuntimeError as error:
+            # oneDNN, under torch.nn.LSTM, has no bfloat16 LSTM on processors without AVX-512
+            # ("could not create a primitive descriptor", seen on an AMD `znver3`)
+            if "primitive descriptor" not in str(error):
+                raise
+            expected = [None] * len(_leaves(result))
     float32 = module(x.float())
     dtype = input_dtype if ours is lstmkit.LSTMCell else torch.bfloat16
-    for theirs_, ours_, exact in zip(_leaves(expected), _leaves(result), _leaves(float32), strict=True):
+    for theirs_, ours_, exact in zip(expected, _leaves(result), _leaves(float32), strict=True):
         assert ours_.dtype == dtype
         assert torch.equal(ours_, exact.to(ours_.dtype))
-        torch.testing.assert_close(ours_.float(), theirs_.float(), atol=5e-2, rtol=5e-2)
+        if theirs_ is not None:
+            torch.testing.assert_close(ours_.float(), theirs_.float(), atol=5e-2, rtol=5e-2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         sum(t.float().sum() for t in _leaves(module(x))).backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in module.parameters())

@@ -70,16 +70,38 @@ def test_float64_and_empty_products_take_torch_matmul_exactly(monkeypatch):
 
 def test_intel_processors_multiply_on_mkl(monkeypatch):
     """On Intel processors MKL takes its AVX-512 code and was the faster: whole-sequence products
-    on torch's matmul, the kernel's float32 steps on MKL's packed gemm; elsewhere oneDNN and
-    OpenBLAS (as measured on AMD)."""
+    on torch's matmul, the kernel's float32 steps on MKL's packed gemm, single rows too; elsewhere
+    oneDNN, and OpenBLAS's small-matrix path where it has one, else MKL but for single rows (as
+    measured on AMD)."""
     assert matmul.ONEDNN_PRODUCTS == (not mkl.preferred())
-    assert cpu.MKL_PRODUCTS == (mkl.preferred() and mkl.available())
+    if cpu.available():
+        assert cpu.MKL_PRODUCTS == (mkl.available() and (mkl.preferred() or not cpu.small_path()))
+        assert cpu.MKL_SINGLE_ROWS == mkl.preferred()
     assert mkl.preferred() == (mkl.intel() and torch.backends.mkl.is_available())
     x, weight = torch.randn(64, 128), torch.randn(256, 128)
     monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", False)
     assert not matmul._on_onednn(x, weight, 1)
     monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", True)
     assert matmul._on_onednn(x, weight, 1) == matmul._onednn_available()
+
+
+@pytest.mark.skipif(not cpu.available(), reason="Numba is not installed")
+def test_openblas_small_path_comes_with_its_avx512_kernels(monkeypatch):
+    """``cpu.small_path``: every OpenBLAS in the process reports an AVX-512 core type (other
+    libraries do not count); none, or one with Haswell's kernels, and there is no small path."""
+    from types import SimpleNamespace
+
+    mkl_library = SimpleNamespace(internal_api="mkl", architecture="")
+    for cores, expected in (
+        (("SkylakeX", "SkylakeX"), True),
+        (("SapphireRapids", "Cooperlake"), True),
+        (("Haswell",), False),
+        (("SkylakeX", "Haswell"), False),
+        ((), False),
+    ):
+        libraries = [SimpleNamespace(internal_api="openblas", architecture=core) for core in cores]
+        monkeypatch.setattr(cpu, "_blas_libraries", lambda libraries=libraries: [*libraries, mkl_library])
+        assert cpu.small_path.__wrapped__() is expected, cores
 
 
 @pytest.mark.skipif(not cpu.available(), reason="Numba is not installed")

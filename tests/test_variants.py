@@ -207,6 +207,7 @@ def test_cpu_kernel_threads_and_blocked_products_equal_reference(
         monkeypatch.setattr(pool, "_openmp", lambda: None)
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "SMALL_PRODUCT", 200)
+    monkeypatch.setattr(cpu, "small_path", lambda: True)
     monkeypatch.setattr(cpu, "MKL_PRODUCTS", library == "mkl")
     panels, _, packed = cpu._blocked(
         torch.zeros(20, 3, dtype=dtype), torch.zeros(0, dtype=dtype).numpy(), 11, True
@@ -359,7 +360,7 @@ def test_cpu_kernel_helper_entry_computes_every_range_from_its_description(dtype
     bounds = np.array([0, 1, 3, 7], dtype=np.int64)  # ranges of steps in visiting order
     claims = np.zeros(len(bounds), dtype=np.int64)
     description = cpu._describe(
-        cpu._mkl_addresses(gates), x, w_ih, gates, bounds, claims, offsets, sizes, reverse
+        cpu._mkl_addresses(gates, int(sizes[0])), x, w_ih, gates, bounds, claims, offsets, sizes, reverse
     )
     helper = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(cpu._helper_address(np.dtype(dtype)))
     helper(description.ctypes.data)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lstmkit
-from lstmkit.kernels import cpu
+from lstmkit.kernels import cpu, mkl
 
 from ._compare import TOLERANCE, Case, compare
 from ._products import expand, selected
@@ -89,8 +89,11 @@ def test_larger_lstm_equals_torch(backend, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("backend", [b for b in expand(LSTM_BACKENDS) if b.startswith("cpu")])
-def test_wide_lstm_equals_torch(backend, dtype):
-    """A hidden size whose W_hh the compiled kernels take in two column panels each way."""
+def test_wide_lstm_equals_torch(backend, dtype, monkeypatch):
+    """A hidden size whose W_hh the compiled kernels take in two column panels each way on
+    OpenBLAS's small-matrix path."""
+    monkeypatch.setattr(cpu, "small_path", lambda: True)
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)  # for the panels; ``selected`` picks the library
     w_hh, like = torch.zeros(4 * 192, 192), np.zeros((1, 4 * 192), np.float32)
     assert [len(cpu._blocked(w_hh, like, 3, transpose)[0]) for transpose in (True, False)] == [2, 2]
     case = Case(input_size=8, hidden_size=192, steps=4, batch=3, dtype=dtype)
@@ -153,6 +156,29 @@ def test_aligned_empty_starts_on_a_cache_line(dtype):
         assert array.ctypes.data % cpu.ALIGNMENT == 0
 
 
+@pytest.mark.skipif(not cpu.available(), reason="Numba is not installed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_products_without_openblas_small_path_equal_torch(dtype, monkeypatch):
+    """Where OpenBLAS has no small-matrix path (``cpu.small_path``), W is one panel multiplied by
+    every row at once; where MKL takes float32's products of several rows but not a single row's
+    (``MKL_SINGLE_ROWS``), a batch of one multiplies on OpenBLAS and ``_row_product``, a batch of
+    three on MKL's packed W: each against nn.LSTM, padded and packed."""
+    monkeypatch.setattr(cpu, "small_path", lambda: False)
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", mkl.available())
+    monkeypatch.setattr(cpu, "MKL_SINGLE_ROWS", False)
+    w_hh, like = torch.zeros(4 * 192, 192, dtype=dtype), torch.zeros(1, 4 * 192, dtype=dtype).numpy()
+    for transpose in (True, False):
+        panels, rows, packed = cpu._blocked(w_hh, like, 1, transpose)
+        assert panels.shape == (1, *(w_hh.t() if transpose else w_hh).shape) and rows >= 2**62
+        assert packed.size == 0
+    assert cpu._mkl_addresses(like, 1) == (0, 0, 0)
+    several = cpu._blocked(w_hh, like, 3, True)
+    assert (several[2].size > 0) == (mkl.available() and dtype == torch.float32)
+    for batch, lengths in ((1, None), (3, None), (3, (5, 1, 3))):
+        case = Case(input_size=8, hidden_size=192, steps=5, batch=batch, lengths=lengths, dtype=dtype)
+        compare(case, *_pair(case, "cpu", batch), seed=batch)
+
+
 @pytest.mark.parametrize("transpose", [True, False], ids=["W.T", "W"])
 def test_blocked_panels_start_on_a_cache_line(transpose, monkeypatch):
     """The panels that the compiled kernels multiply by on OpenBLAS start on a cache line
@@ -160,6 +186,7 @@ def test_blocked_panels_start_on_a_cache_line(transpose, monkeypatch):
     alignment: here a weight 4 bytes into its buffer, in four panels, and in one, which is copied
     too, where an aligned W is taken as it is."""
     monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    monkeypatch.setattr(cpu, "small_path", lambda: True)
     weight, like = torch.randn(256 * 64 + 1)[1:].view(256, 64), np.zeros((1, 256), np.float32)
     assert weight.data_ptr() % cpu.ALIGNMENT != 0
     matrix = (weight.t() if transpose else weight).numpy()

@@ -45,7 +45,7 @@ def command() -> None:
         "LSTM backends": ", ".join(functional.available("lstm")),
         "RNN backends": ", ".join(functional.available("rnn")),
         # what the compiled kernel's float32 speed depends on most (README, backend "cpu")
-        "cpu products": "MKL (packed gemm)" if cpu.MKL_PRODUCTS else "OpenBLAS",
+        "cpu products": cpu.step_products() if cpu.available() else "Numba not installed",
         "cpu kernels": _compiled() if cpu.available() else "Numba not installed",
         "onnx (export)": _version("onnx"),
         "DDP (gloo)": torch.distributed.is_available() and torch.distributed.is_gloo_available(),

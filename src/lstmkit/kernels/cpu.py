@@ -4,7 +4,8 @@
 the parameter gradients as whole-sequence matrix products in PyTorch). Inside one call per
 direction and pass, every step runs the recurrent matrix product on BLAS (Numba's ``np.dot``,
 SciPy's OpenBLAS, in the blocks of ``_blocked`` that take its small-matrix path; for float32 on
-Intel processors MKL's gemm from a W packed once per call, ``mkl``) and the gate arithmetic of
+Intel processors, and where OpenBLAS has no such path, MKL's gemm from a W packed once per call,
+``mkl``) and the gate arithmetic of
 every variant of ``contract`` fused, unit by unit, with no Python between steps.
 Calls with enough work split the batch into ranges of sequences that run on torch's own threads
 (``_parts``, ``pool.run``), and compute the input side step by step in each where W_ih is small
@@ -48,9 +49,6 @@ except ImportError:  # the backend reports itself unavailable
 
 DTYPES = (torch.float32, torch.float64)
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
-# float32's per-step products on MKL's packed gemm where MKL is the faster BLAS (``mkl``), else on
-# OpenBLAS's small-matrix path in blocks (``_blocked``)
-MKL_PRODUCTS = mkl.preferred() and mkl.available()
 # no "nnan"/"ninf": non-finite inputs must propagate as they do in the reference
 _FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
@@ -76,6 +74,41 @@ def target_machine() -> tuple[str, str, str]:
 def _blas_libraries() -> list:
     """threadpoolctl's controllers of the BLAS libraries in the process."""
     return ThreadpoolController().select(user_api="blas").lib_controllers
+
+
+# OpenBLAS's kernels for AVX-512 processors multiply small products on a path of their own, without
+# packing (``SMALL_PRODUCT``); its others (Haswell's, which it also runs on AMD's Zen cores without
+# AVX-512) pack both operands at every call. On the 2-core `znver3` (AVX2, OpenBLAS "Haswell"), one
+# core, float32, a recurrence's step products in ``_blocked``'s blocks ran at 16-20 GFLOP/s
+# ((16 x 128) @ (128 x 512) 134 µs, (32 x 256) @ (256 x 1024) 856 µs), whole at 41-57, and on MKL's
+# packed gemm at 49-89 (37 and 224 µs): whole calls on MKL / on OpenBLAS 0.39-0.63 of the time.
+SMALL_PATH_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+
+
+@functools.cache
+def small_path() -> bool:
+    """Whether the OpenBLAS that the kernels' ``np.dot`` calls (SciPy's; NumPy's loads its own
+    copy) has its small-matrix path: every OpenBLAS in the process runs AVX-512 kernels, by the
+    core type it reports (``OPENBLAS_CORETYPE`` forces one)."""
+    cores = {lib.architecture.lower() for lib in _blas_libraries() if lib.internal_api == "openblas"}
+    return bool(cores) and cores <= SMALL_PATH_CORES
+
+
+# float32's per-step products on MKL's packed gemm where MKL is the faster BLAS (``mkl``: Intel
+# processors) or OpenBLAS has no small-matrix path (``small_path``), else on that path in blocks
+# (``_blocked``); a single row's on MKL only where it is the faster BLAS: elsewhere
+# ``_row_product`` and OpenBLAS multiplied one row faster than MKL's packed gemm (the `znver3`, one
+# core: (1 x 128) @ (128 x 512) 6.4 µs against 8.0, (1 x 64) @ (64 x 256) 1.4 against 2.1, the
+# backward's (1 x 512) @ (512 x 128) 4.8 against 10.2; whole (1000, 1, 128) inference calls 0.76)
+MKL_PRODUCTS = available() and mkl.available() and (mkl.preferred() or not small_path())
+MKL_SINGLE_ROWS = mkl.preferred()
+
+
+def step_products() -> str:
+    """Which library multiplies the kernels' float32 per-step products here, in words."""
+    if MKL_PRODUCTS:
+        return "MKL's packed gemm" + ("" if MKL_SINGLE_ROWS else " (single rows: OpenBLAS)")
+    return f"OpenBLAS ({'its' if small_path() else 'no'} small-matrix path)"
 
 
 class _BlasThreads(NamedTuple):
@@ -151,10 +184,10 @@ class _OneBlasThread:
 _one_blas_thread = _OneBlasThread()
 
 
-def _blas_threads(like: np.ndarray) -> contextlib.AbstractContextManager:
-    """OpenBLAS on one thread for a kernel call that multiplies on it; MKL's setting is the
-    kernel's own (``_one_mkl_thread``)."""
-    return contextlib.nullcontext() if _on_mkl(like.dtype) else _one_blas_thread
+def _blas_threads(like: np.ndarray, rows: int) -> contextlib.AbstractContextManager:
+    """OpenBLAS on one thread for a kernel call that multiplies on it (products of up to ``rows``
+    rows); MKL's setting is the kernel's own (``_one_mkl_thread``)."""
+    return contextlib.nullcontext() if _on_mkl(like.dtype, rows) else _one_blas_thread
 
 
 # The least work per thread (multiply-adds of one call's recurrent products) worth splitting for:
@@ -1276,14 +1309,15 @@ def _array(tensor: Tensor | None, like: np.ndarray, dims: int) -> np.ndarray:
 SMALL_PRODUCT = 10**6
 
 
-def _on_mkl(dtype: np.dtype) -> bool:
-    """Whether a kernel on arrays of ``dtype`` multiplies on MKL (float32, ``MKL_PRODUCTS``)."""
-    return MKL_PRODUCTS and dtype == np.float32
+def _on_mkl(dtype: np.dtype, rows: int) -> bool:
+    """Whether a kernel on arrays of ``dtype`` whose products have up to ``rows`` rows multiplies
+    on MKL (float32, ``MKL_PRODUCTS``, ``MKL_SINGLE_ROWS``)."""
+    return MKL_PRODUCTS and dtype == np.float32 and (rows > 1 or MKL_SINGLE_ROWS)
 
 
-def _mkl_addresses(like: np.ndarray) -> tuple[int, int]:
+def _mkl_addresses(like: np.ndarray, rows: int) -> tuple[int, int]:
     """The kernels' ``mkl_addresses``: MKL's packed gemm and thread setting, or zeros."""
-    return mkl.addresses() if _on_mkl(like.dtype) else (0, 0, 0)
+    return mkl.addresses() if _on_mkl(like.dtype, rows) else (0, 0, 0)
 
 
 def _blocked(
@@ -1291,15 +1325,17 @@ def _blocked(
 ) -> tuple[np.ndarray, int, np.ndarray]:
     """W (K, N), or W.T with ``transpose``, as ``_product`` takes it for products of up to
     ``batch`` rows: (column panels (N / n, K, n), rows per block, MKL's packed W). For MKL, W
-    packed (and empty panels); else no packed W and n halved from N until 8 rows fit a small
-    product, with as many rows as fit (a multiple of 4, at most 16), W whole if no 4 rows fit.
-    None: empty arrays."""
+    packed (and empty panels); else no packed W and, on OpenBLAS's small-matrix path, n halved
+    from N until 8 rows fit a small product, with as many rows as fit (a multiple of 4, at most
+    16); W whole if no 4 rows fit or the path is missing (``small_path``). None: empty arrays."""
     no_panels, not_packed = _empty(like.dtype, 3), _empty(like.dtype, 1)
     if weight is None:
         return no_panels, 1, not_packed
     matrix = weight.detach().t() if transpose else weight.detach()
-    if _on_mkl(like.dtype):
+    if _on_mkl(like.dtype, batch):
         return no_panels, 1, _mkl_pack(matrix.numpy(), batch)
+    if not small_path():
+        return _panels(matrix, matrix.shape[1]), 2**62, not_packed
     depth, width = matrix.shape
     while 8 * depth * width > SMALL_PRODUCT and width % 2 == 0 and width > 16:
         width //= 2
@@ -1538,12 +1574,12 @@ def _recur(
     by_step = x is not None and len(parts) > 1
     input_side = _input_side(None if by_step else x, w.w_ih, gates, batch_sizes)
     arguments = (
-        constants(gates.dtype, cell.shape[1]), _mkl_addresses(gates), gates, _bias(w, gates), cell_new,
+        constants(gates.dtype, cell.shape[1]), _mkl_addresses(gates, batch), gates, _bias(w, gates), cell_new,
         cells, out, *transposes, *buffers, gate_inside, hidden, cell,
         _blocked(w.w_hh, gates, batch, transpose=True), _blocked(w.w_hr, gates, batch, transpose=True),
         _blocked(w.w_ih if by_step else None, gates, batch, transpose=True), *shared, *input_side,
     )  # fmt: skip
-    with _blas_threads(gates):
+    with _blas_threads(gates, batch):
         if len(parts) == 1:  # without pool.run's partial, a copy of the 40 arguments
             _forward(*arguments, *parts[0], reverse, *last)
         else:
@@ -1571,7 +1607,7 @@ def _steps_input(x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
     return (
         LEAST_STEP_INPUT <= floats
         and 8 * floats <= SMALL_PRODUCT
-        and not _on_mkl(_NUMPY_DTYPES[x.dtype])
+        and not _on_mkl(_NUMPY_DTYPES[x.dtype], batch_sizes[0])
         and len(_parts(batch_sizes, _step_work(w))) > 1
     )
 
@@ -1628,7 +1664,7 @@ class NumbaLoops:
         buffers = (ws.hh_hat, ws.hh_rstd, ws.cell_hat, ws.cell_rstd)
         batch = d_cn.shape[0]
         arguments = (
-            constants(like.dtype, d_cn.shape[1]), _mkl_addresses(like), like, ws.cell_new.numpy(),
+            constants(like.dtype, d_cn.shape[1]), _mkl_addresses(like, batch), like, ws.cell_new.numpy(),
             *(_array(t, like, 2) for t in buffers), _flags(ws.gate_inside), gs.cell_prev.numpy(),
             d_out.numpy(), dh.numpy(), dc.numpy(), gs.d_gates.numpy(), gs.d_recurrent.numpy(),
             _array(gs.d_projected, like, 2), _blocked(w.w_hh, like, batch), _blocked(w.w_hr, like, batch),
@@ -1641,7 +1677,7 @@ class NumbaLoops:
             functools.partial(_backward, *arguments, *part, gains[k], reverse, *last)
             for k, part in enumerate(parts)
         ]
-        with _blas_threads(like):
+        with _blas_threads(like, batch):
             pool.run(calls)
         if gs.gains is not None:
             gs.gains.add_(torch.from_numpy(gains.sum(0)))

@@ -2,7 +2,8 @@
 
 ``NumbaRNNLoops`` plugs into the shared ``rnn_function.RNNLayer``, as ``cpu.NumbaLoops`` into the
 LSTM's, and uses the same machinery: each step's W_hh product on BLAS (``cpu._product``: MKL's
-gemm from a packed W for float32 on Intel processors, OpenBLAS's small-matrix path elsewhere),
+gemm from a packed W for float32 on Intel processors and where OpenBLAS has no small-matrix
+path, that path elsewhere),
 the activation fused with the addition of the product, the batch split over torch's threads
 when the call has the work for it (``cpu._parts``). It computes what ``torch_ops.TorchRNNLoops``
 computes, in the same order; both are tested against the reference.
@@ -113,7 +114,7 @@ class NumbaRNNLoops:
         like = out.numpy()
         sizes, offsets = _rows(batch_sizes)
         arguments = (
-            constants(like.dtype, hidden.shape[1]), _mkl_addresses(like), like, hidden.numpy(),
+            constants(like.dtype, hidden.shape[1]), _mkl_addresses(like, hidden.shape[0]), like, hidden.numpy(),
             _blocked(w_hh, like, hidden.shape[0], transpose=True), offsets, sizes,
         )  # fmt: skip
         self._run(_forward, arguments, like, sizes, w_hh, (reverse, nonlinearity == "relu"))
@@ -125,7 +126,8 @@ class NumbaRNNLoops:
         like = out.numpy()
         sizes, offsets = _rows(batch_sizes)
         arguments = (
-            constants(like.dtype, dh.shape[1]), _mkl_addresses(like), d_pre.numpy(), dh.numpy(), d_out.numpy(),
+            constants(like.dtype, dh.shape[1]), _mkl_addresses(like, dh.shape[0]), d_pre.numpy(), dh.numpy(),
+            d_out.numpy(),
             like, _blocked(w_hh, like, dh.shape[0]), offsets, sizes,
         )  # fmt: skip
         self._run(_backward, arguments, like, sizes, w_hh, (reverse, nonlinearity == "relu"))
@@ -136,7 +138,7 @@ class NumbaRNNLoops:
     ) -> None:
         """``kernel`` over the batch's parts (``cpu._parts``), on one BLAS thread each."""
         calls = [functools.partial(kernel, *arguments, *part, *after) for part in _parts(sizes, w_hh.numel())]
-        with _blas_threads(like):
+        with _blas_threads(like, int(sizes[0])):
             pool.run(calls)
 
 

@@ -10,7 +10,13 @@ reads W_ih as the module holds it, without a pack before the call (``cpu._input_
 
 MKL runs its AVX-512 code on Intel processors only; on others it takes its AVX2 code, and oneDNN
 (the whole-sequence products, ``matmul``) and OpenBLAS (the compiled kernel's per-step products,
-``cpu``) were measured faster there, at 2-2.3x MKL's rate on the AMD machines of this project.
+``cpu``) were measured faster there, at 2-2.3x MKL's rate on the AMD machines of this project
+with AVX-512. On an AMD EPYC without it (LLVM's `znver3`, AVX2), where OpenBLAS runs its Haswell
+kernels, which have no small-matrix path, MKL's packed gemm multiplied a recurrence's steps of
+several rows 2.5-4 times as fast as OpenBLAS ((16 x 128) @ (128 x 512) 37 µs against 134 in
+blocks, 51 whole; one row was the exception: ``cpu.MKL_SINGLE_ROWS``), while oneDNN stayed the
+faster for the whole-sequence products (torch.matmul's MKL took 1.07-1.09 times as long for
+whole calls at (100, 64, 256) and (50, 128, 256)).
 On an Intel Xeon (family 6 model 207, LLVM's `emeraldrapids`; 2 cores), one core, float32, MKL was
 the faster:
 
