@@ -201,7 +201,8 @@ def main() -> None:
         default="auto",
         choices=["auto", "mkl", "openblas"],
         help="the library of the compiled kernel's float32 per-step products (default: the machine's "
-        "choice, MKL's packed gemm on Intel processors, else OpenBLAS); to measure the other one",
+        "choice: MKL's packed gemm on Intel processors and where OpenBLAS has no small-matrix path, "
+        "else OpenBLAS); every product on the one asked for, to measure it",
     )
     parser.add_argument(
         "--seed",
