@@ -358,6 +358,7 @@ def test_padded_inference_with_the_batch_split_or_the_input_side_beside(
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "MIN_PROJECT_WORK", 1)
     monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 1 if input_side == "step by step" else 2**40)
+    monkeypatch.setattr(cpu, "small_path", lambda: True)
     calls = _count_inference(monkeypatch)
     for backend in expand(["cpu"]):
         with selected(backend) as name:

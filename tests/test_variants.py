@@ -407,6 +407,7 @@ def test_cpu_kernel_steps_the_input_side_only_in_a_split_recurrence_with_w_ih_in
     monkeypatch.setattr(cpu, "MIN_PROJECT_WORK", 2**40)  # never beside
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    monkeypatch.setattr(cpu, "small_path", lambda: True)
     monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 32)
     loops = cpu.NumbaLoops()
     w = LSTMWeights(torch.zeros(8, 4), torch.zeros(8, 2), *[None] * 9)  # W_ih: 32 floats
@@ -419,9 +420,12 @@ def test_cpu_kernel_steps_the_input_side_only_in_a_split_recurrence_with_w_ih_in
     monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 33)  # too small
     assert not loops.projects_input(torch.zeros(60, 4), w, [2] * 30)
     monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 32)
-    monkeypatch.setattr(cpu, "MKL_PRODUCTS", True)  # MKL's packed products: not measured so
+    monkeypatch.setattr(cpu, "MKL_PRODUCTS", True)  # slower on MKL's packed products
     assert not loops.projects_input(torch.zeros(60, 4), w, [2] * 30)
     assert loops.projects_input(torch.zeros(60, 4, dtype=torch.float64), w, [2] * 30)  # OpenBLAS's
+    monkeypatch.setattr(cpu, "small_path", lambda: False)  # not measured without the small path
+    assert not loops.projects_input(torch.zeros(60, 4, dtype=torch.float64), w, [2] * 30)
+    monkeypatch.setattr(cpu, "small_path", lambda: True)
     torch_threads(1)
     assert not loops.projects_input(torch.zeros(60, 4, dtype=torch.float64), w, [2] * 30)
 
@@ -439,6 +443,7 @@ def test_cpu_kernel_input_side_step_by_step_equals_reference(
     gradients, and without. ``gates`` arrives unfilled, so a step left out shows."""
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    monkeypatch.setattr(cpu, "small_path", lambda: True)
     monkeypatch.setattr(cpu, "LEAST_STEP_INPUT", 1)
     monkeypatch.setattr(matmul, "ONEDNN_PRODUCTS", transposes == "kept")
     monkeypatch.setattr(matmul, "MIN_ONEDNN_GRADIENT_WORK", 1)

@@ -128,6 +128,7 @@ def test_input_side_step_by_step_equals_torch(dtype, monkeypatch, torch_threads)
     64 on two threads, with autograd and under no_grad (``cpu.lstm_inference``)."""
     monkeypatch.setattr(cpu, "MIN_THREAD_WORK", 1)
     monkeypatch.setattr(cpu, "MKL_PRODUCTS", False)
+    monkeypatch.setattr(cpu, "small_path", lambda: True)
     torch_threads(2)
     stepped = []
     monkeypatch.setattr(

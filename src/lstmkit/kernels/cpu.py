@@ -1596,17 +1596,21 @@ def _recur(
 # 128) 0.96, (100, 32, 128) 0.94, (100, 64, 128) 0.92; training (100, 32, 64) 0.98, (100, 32,
 # 128) 0.98, (200, 16, 64) 0.98, (100, 64, 128) 0.99. Step by step where W_ih.T is wider (OpenBLAS
 # multiplies it in several panels), inference: H = 192 1.03, H = 256 1.04, I = 64, H = 256 1.02,
-# I = 256, H = 128 1.01, I = 512, H = 64 1.00; where it is small, H = 32: 1.01.
+# I = 256, H = 128 1.01, I = 512, H = 64 1.00; where it is small, H = 32: 1.01. On MKL's packed
+# products (the `znver3`, no AVX-512) it was slower: (100, 32, 128) inference 1.035, training
+# 0.999, (100, 16, 128) 1.12, (100, 64, 128) 0.986, (100, 64, 256) 1.065 and 1.029; OpenBLAS
+# without its small-matrix path multiplies W_ih.T whole like any W, and was not measured so.
 LEAST_STEP_INPUT = 2**14
 
 
 def _steps_input(x: Tensor, w: LSTMWeights, batch_sizes: Sequence[int]) -> bool:
     """Whether the kernel computes the input side step by step in each part of the recurrence
-    (on OpenBLAS: MKL's packed products were not measured so)."""
+    (on OpenBLAS's small-matrix path only: ``LEAST_STEP_INPUT``)."""
     floats = w.w_ih.numel()
     return (
         LEAST_STEP_INPUT <= floats
         and 8 * floats <= SMALL_PRODUCT
+        and small_path()
         and not _on_mkl(_NUMPY_DTYPES[x.dtype], batch_sizes[0])
         and len(_parts(batch_sizes, _step_work(w))) > 1
     )
