@@ -99,7 +99,8 @@ def small_path() -> bool:
 # (``_blocked``); a single row's on MKL only where it is the faster BLAS: elsewhere
 # ``_row_product`` and OpenBLAS multiplied one row faster than MKL's packed gemm (the `znver3`, one
 # core: (1 x 128) @ (128 x 512) 6.4 µs against 8.0, (1 x 64) @ (64 x 256) 1.4 against 2.1, the
-# backward's (1 x 512) @ (512 x 128) 4.8 against 10.2; whole (1000, 1, 128) inference calls 0.76)
+# backward's (1 x 512) @ (512 x 128) 4.8 against 10.2; whole inference calls (1000, 1, 128) 0.76
+# and 0.83 of the time, two runs, (200, 1, 64) 0.97 and 0.95)
 MKL_PRODUCTS = available() and mkl.available() and (mkl.preferred() or not small_path())
 MKL_SINGLE_ROWS = mkl.preferred()
 
@@ -1334,12 +1335,12 @@ def _blocked(
     matrix = weight.detach().t() if transpose else weight.detach()
     if _on_mkl(like.dtype, batch):
         return no_panels, 1, _mkl_pack(matrix.numpy(), batch)
-    if not small_path():
-        return _panels(matrix, matrix.shape[1]), 2**62, not_packed
     depth, width = matrix.shape
-    while 8 * depth * width > SMALL_PRODUCT and width % 2 == 0 and width > 16:
-        width //= 2
-    rows = min(16, 4 * (SMALL_PRODUCT // (4 * depth * width)))
+    rows = 0
+    if small_path():
+        while 8 * depth * width > SMALL_PRODUCT and width % 2 == 0 and width > 16:
+            width //= 2
+        rows = min(16, 4 * (SMALL_PRODUCT // (4 * depth * width)))
     if rows == 0:
         return _panels(matrix, matrix.shape[1]), 2**62, not_packed
     return _panels(matrix, width), rows, not_packed
