@@ -66,7 +66,8 @@ RNN_BACKENDS: dict[str, LayerFn] = {
     "reference": _reference_rnn,
 }
 if cpu.available():
-    from .kernels import cpu_rnn, cpu_step  # their kernels are Numba's: only where Numba is installed
+    # their kernels are Numba's: only where Numba is installed
+    from .kernels import cpu_rnn, cpu_split, cpu_step
 
     LSTM_BACKENDS["cpu"] = cpu_step.lstm_layer
     RNN_BACKENDS["cpu"] = cpu_rnn.rnn_layer
@@ -200,10 +201,13 @@ def lstm_inference(
     x (T, B, I), state (h0 (L*D, B, P), c0 (L*D, B, H)) or None for zeros -> out (T, B, D*P),
     (h_n, c_n). The same numbers as ``lstm`` on the "cpu" backend, without its autograd-ready
     buffers and per-layer tensor bookkeeping: the sequence kernels on NumPy arrays
-    (``cpu.lstm_inference``), or for one step, without a projection, the one-step kernels
+    (``cpu.lstm_inference``; a layer direction of one sequence split by cell units over two cores,
+    ``cpu_split``), or for one step, without a projection, the one-step kernels
     (``cpu_step.step_inference``, layer by layer)."""
     if x.shape[0] > 1:
-        return cpu.lstm_inference(x, state, weights, bidirectional=bidirectional, options=options)
+        return cpu.lstm_inference(
+            x, state, weights, bidirectional=bidirectional, options=options, layer=cpu_split.layer_inference
+        )
 
     zero = state is None  # then each step skips its W_hh h_0
 

@@ -392,6 +392,18 @@ if numba is not None:
         return types.int32(address, value), codegen
 
     @intrinsic
+    def _call_count(typingctx, address):
+        """``int f(void)`` at ``address``, called: OpenMP's ``omp_get_num_threads``."""
+        if not isinstance(address, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            function = builder.inttoptr(args[0], ir.FunctionType(ir.IntType(32), []).as_pointer())
+            return builder.call(function, [])
+
+        return types.int32(address), codegen
+
+    @intrinsic
     def _sgemm_compute(typingctx, address, a, packed, out):
         """out = a @ B by ``cblas_sgemm_compute`` at ``address``, for B packed by ``_mkl_pack``:
         row-major float32 matrices whose rows are contiguous."""
@@ -1072,13 +1084,19 @@ def _helper_address(dtype: np.dtype) -> int:
     first use, not at import."""
     scalar = dtype.type
 
-    @numba.cfunc(
-        types.void(types.voidptr), cache=True, nopython=True, fastmath=_FASTMATH, error_model="numpy"
-    )
+    @_callback
     def helper(data):
         _help(data, scalar)
 
     return helper.address
+
+
+def _callback(function: Callable) -> numba.core.ccallback.CFunc:
+    """``void function(void *data)`` compiled as a C function with this module's settings, cached
+    on disk: the body of a region's members (``_region_start``)."""
+    return numba.cfunc(
+        types.void(types.voidptr), cache=True, nopython=True, fastmath=_FASTMATH, error_model="numpy"
+    )(function)
 
 
 def _helper(like: np.ndarray) -> tuple[int, int, int]:
@@ -1722,7 +1740,7 @@ def _layer_inference(
 
 def lstm_inference(
     x: Tensor, state: tuple[Tensor, Tensor] | None, weights: Sequence[LSTMWeights], *,
-    bidirectional: bool = False, options: LSTMOptions = PLAIN,
+    bidirectional: bool = False, options: LSTMOptions = PLAIN, layer: Callable | None = None,
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # fmt: skip
     """A stacked LSTM's forward over a padded batch, with nothing to differentiate and nothing
     kept for backward: the layers of ``lstm_layer`` (the same products and recurrences, so the
@@ -1732,8 +1750,10 @@ def lstm_inference(
 
     x (T, B, I) float32 or float64 on the CPU; state (h_0 (L*D, B, P), c_0 (L*D, B, H)), or None
     for zeros; one ``LSTMWeights`` per layer and direction, in h_0's row order, without peepholes
-    or layer norm (a projection is fine); no masks. Returns out (T, B, D*P) and (h_n, c_n).
+    or layer norm (a projection is fine); no masks; ``layer`` runs a layer direction, with
+    ``_layer_inference``'s arguments (by default that). Returns out (T, B, D*P) and (h_n, c_n).
     """
+    layer = layer or _layer_inference
     steps, batch = x.shape[:2]
     directions = 2 if bidirectional else 1
     size, hidden_size = weights[0].w_hh.shape[0] // 4, weights[0].w_hh.shape[1]
@@ -1745,10 +1765,10 @@ def lstm_inference(
     else:  # the kernels carry the state in place: copies, whose rows become h_n and c_n
         hidden, cell = (np.array(s.detach().numpy(), order="C") for s in state)
     batch_sizes = [batch] * steps
-    for layer in range(len(weights) // directions):
+    for level in range(len(weights) // directions):
         outs = [
-            _layer_inference(rows, weights[k], hidden[k], cell[k], batch_sizes, k % directions == 1, options)
-            for k in range(layer * directions, (layer + 1) * directions)
+            layer(rows, weights[k], hidden[k], cell[k], batch_sizes, k % directions == 1, options)
+            for k in range(level * directions, (level + 1) * directions)
         ]
         rows = torch.from_numpy(outs[0] if directions == 1 else np.concatenate(outs, axis=1))
     return rows.view(steps, batch, -1), (torch.from_numpy(hidden), torch.from_numpy(cell))

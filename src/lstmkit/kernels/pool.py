@@ -71,6 +71,13 @@ def region_addresses() -> tuple[int, int]:
     return (0, 0) if openmp is None or not (openmp.start and openmp.end) else (openmp.start, openmp.end)
 
 
+def team_size_address() -> int:
+    """The address of torch's libgomp's ``omp_get_num_threads``, or 0: how many members a region
+    that compiled code opened (``region_addresses``) has, asked by its first member."""
+    openmp = _openmp()
+    return 0 if openmp is None else ctypes.cast(openmp.num_threads, ctypes.c_void_p).value
+
+
 _EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
 
 
