@@ -11,8 +11,12 @@ shared double buffer and then the step it has finished (``_store_release``); the
 that before its next step (``_load_acquire``). The input side goes with the units: every
 ``CHUNK`` steps each member multiplies the chunk's rows of x by its own rows of W_ih.
 
-Measured on the 2-core `znver3` (a loop of the step alone, µs a step, one core / split): H = 64
-1.24 / 0.89, H = 128 4.57 / 2.82, H = 256 21.1 / 10.0.
+Measured on the 2-core `znver3`, whole inference calls, split / ``cpu._forward`` (one process,
+shuffled order, medians of 60 rounds): float32 (T, B, H) = (200, 1, 32) 0.68, (200, 1, 48) 0.71,
+(200, 1, 64) 0.60; float64 (200, 1, 32) 0.56, (200, 1, 64) 0.59, (1000, 1, 128) 0.56; in
+separate processes, float32 (1000, 1, 128) 3.27 against 5.11 ms, (300, 1, 256) 3.95 against 6.52.
+``CHUNK``: 32 and 128 steps took 0.99-1.06 and 1.14-1.27 of the time of 64 (before the four-row
+passes of ``_add_rows``).
 
 The arithmetic of a unit is ``cpu._activate`` and ``cpu._squash``, the sequence kernels' own, on
 the member's slice of the gates (i, f, g, o), so the numbers are theirs: the same products up to
@@ -57,7 +61,8 @@ from .cpu import (
     step_constants,
 )
 
-# Steps whose input side a member computes in one product: (CHUNK, I) @ (I, 4H / 2).
+# Steps whose input side a member computes in one product: (CHUNK, I) @ (I, 4H / 2), on MKL's
+# sgemm where the step products are (``cpu.MKL_PRODUCTS``; OpenBLAS took 1.09-1.17 of its time).
 CHUNK = 64
 # The least W_hh worth splitting, in bytes: a member gains half the mat-vec and pays the hand-off
 # of h between the cores at every step (some hundreds of nanoseconds), so the split pays where
