@@ -35,6 +35,7 @@ class _OpenMP(NamedTuple):
     num_threads: Callable
     start: int  # the address of GOMP_parallel_start(fn, data, num_threads)
     end: int  # the address of GOMP_parallel_end()
+    team: int  # the address of omp_get_num_threads()
 
 
 @functools.cache
@@ -57,7 +58,9 @@ def _openmp() -> _OpenMP | None:
                 ctypes.cast(getattr(library, name), ctypes.c_void_p).value if hasattr(library, name) else 0
                 for name in ("GOMP_parallel_start", "GOMP_parallel_end")
             )
-            return _OpenMP(parallel, library.omp_get_thread_num, library.omp_get_num_threads, start, end)
+            count = library.omp_get_num_threads
+            team = ctypes.cast(count, ctypes.c_void_p).value
+            return _OpenMP(parallel, library.omp_get_thread_num, count, start, end, team)
     return None
 
 
@@ -75,7 +78,7 @@ def team_size_address() -> int:
     """The address of torch's libgomp's ``omp_get_num_threads``, or 0: how many members a region
     that compiled code opened (``region_addresses``) has, asked by its first member."""
     openmp = _openmp()
-    return 0 if openmp is None else ctypes.cast(openmp.num_threads, ctypes.c_void_p).value
+    return 0 if openmp is None else openmp.team
 
 
 _EXECUTOR: tuple[int, ThreadPoolExecutor] | None = None
