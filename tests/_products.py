@@ -1,4 +1,5 @@
-"""The cpu backend's two product libraries as test parameters: "cpu[openblas]" and "cpu[mkl]".
+"""Backends as test parameters: the cpu backend's two product libraries, "cpu[openblas]" and
+"cpu[mkl]", and the layer count that suits each backend.
 
 Backend "cpu" multiplies its per-step float32 products on MKL's packed gemm on Intel processors
 and where OpenBLAS has no small-matrix path, and on OpenBLAS elsewhere (``kernels.cpu.MKL_PRODUCTS``,
@@ -19,6 +20,12 @@ LIBRARIES = ["openblas", *(["mkl"] if cpu.available() and mkl.available() else [
 def expand(backends: list[str]) -> list[str]:
     """``backends`` with "cpu" replaced by one name per product library."""
     return [name for b in backends for name in ([f"cpu[{lib}]" for lib in LIBRARIES] if b == "cpu" else [b])]
+
+
+def layers_for(backend: str) -> int:
+    """Two layers, where the second takes the first's output; one in Triton's interpreter (a
+    layer direction's forward and backward take it 0.3 s), whose kernels see one at a time."""
+    return 1 if backend == "triton" else 2
 
 
 @contextlib.contextmanager

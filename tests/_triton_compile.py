@@ -2,8 +2,9 @@
 the ptxas it ships run on any Linux machine. Catches what the interpreter lets through (globals
 that are not constexpr, branches returning different types, unsupported dtypes in ``tl.dot``).
 
-Run as a script with TRITON_INTERPRET unset (test_triton starts it in a subprocess); prints one
-line per kernel and switch set, and exits non-zero at the first failure.
+Run as a script with TRITON_INTERPRET unset (test_triton starts it in subprocesses); prints one
+line per kernel and switch set, and exits non-zero at the first failure. ``_triton_compile.py K N``
+compiles the K-th of every N cases (0-based), so that N processes share them out.
 """
 
 import itertools
@@ -58,11 +59,12 @@ def compile_kernel(kernel, dtype: str, switches: dict, keep: tuple[int, int], ca
     )
 
 
-def main() -> int:
+def main(part: int = 0, parts: int = 1) -> int:
     assert os.environ.get("TRITON_INTERPRET", "0") == "0", "the interpreter compiles nothing"
-    for (switches, keep), dtype, kernel in itertools.product(
+    cases = itertools.product(
         switch_sets(), ("fp32", "fp64"), (triton_kernels.lstm_forward, triton_kernels.lstm_backward)
-    ):
+    )
+    for (switches, keep), dtype, kernel in itertools.islice(cases, part, None, parts):
         on = [name for name, value in switches.items() if value]
         compiled = compile_kernel(kernel, dtype, switches, keep, capability=90)
         assert compiled.asm["cubin"], "ptxas produced no binary"
@@ -71,4 +73,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*map(int, sys.argv[1:])))

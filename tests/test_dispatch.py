@@ -10,7 +10,7 @@ import lstmkit
 from lstmkit import functional
 from lstmkit.kernels import cpu, mkl, torch_ops
 
-from ._products import expand, selected
+from ._products import expand, layers_for, selected
 
 needs_cpu = pytest.mark.skipif(not cpu.available(), reason="the compiled kernel is not installed")
 
@@ -43,7 +43,9 @@ def test_deterministic_run_to_run(backend):
 
 def _run_once(backend: str) -> list[torch.Tensor]:
     torch.manual_seed(0)
-    model = lstmkit.LSTM(4, 6, 2, bidirectional=True, zoneout=0.2, recurrent_dropout=0.2, backend=backend)
+    model = lstmkit.LSTM(
+        4, 6, layers_for(backend), bidirectional=True, zoneout=0.2, recurrent_dropout=0.2, backend=backend
+    )
     x = torch.randn(9, 3, 4, requires_grad=True)
     out, (h, c) = model(x, lengths=[9, 4, 7])
     (out.sum() + h.sum() + c.sum()).backward()
@@ -166,7 +168,7 @@ def test_inference_without_autograd_equals_the_autograd_pass(backend, options):
     """Under no_grad (or with nothing requiring grad) the kernels run without the autograd Function:
     the same results, bit for bit, and no graph."""
     torch.manual_seed(0)
-    model = lstmkit.LSTM(4, 6, 2, bidirectional=True, backend=backend, **options).eval()
+    model = lstmkit.LSTM(4, 6, layers_for(backend), bidirectional=True, backend=backend, **options).eval()
     x = torch.randn(9, 3, 4)
     out, (h, c), gates = model(x.requires_grad_(), lengths=[9, 4, 7], return_gates=True)
     assert out.grad_fn is not None

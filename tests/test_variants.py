@@ -22,7 +22,7 @@ from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 from lstmkit.kernels.rows import previous_rows, row_positions
 
 from ._compare import TOLERANCE
-from ._products import LIBRARIES, expand, selected
+from ._products import LIBRARIES, expand, layers_for, selected
 
 SINGLE_OPTIONS = [
     dict(forget_bias=1.0),
@@ -110,10 +110,11 @@ def _assert_close(results, options):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("options", SINGLE_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_each_option_equals_reference(options, training, backend):
+    depth = layers_for(backend)
     with selected(backend) as backend:
         for dtype in (torch.float64, torch.float32):
             results = _run_both(
-                options, backend=backend, training=training, lengths=[6, 2, 5, 1], dtype=dtype
+                options, backend=backend, training=training, lengths=[6, 2, 5, 1], dtype=dtype, layers=depth
             )
             _assert_close(results, options)
 
