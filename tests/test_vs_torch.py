@@ -85,6 +85,7 @@ def test_rnn_equals_torch(backend, case, seed):
         for d in (torch.float32, torch.float64)
         if b != "triton" or d == torch.float32
     ],
+    ids=str,
 )
 def test_larger_lstm_equals_torch(backend, dtype):
     """Sizes where the gate blocks are wide and sequences long enough for errors to build up."""
