@@ -1,5 +1,5 @@
 """Backends as test parameters: the cpu backend's two product libraries, "cpu[openblas]" and
-"cpu[mkl]", and the layer count that suits each backend.
+"cpu[mkl]", and the layer count and hypothesis examples that suit Triton's interpreter.
 
 Backend "cpu" multiplies its per-step float32 products on MKL's packed gemm on Intel processors
 and where OpenBLAS has no small-matrix path, and on OpenBLAS elsewhere (``kernels.cpu.MKL_PRODUCTS``,
@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from hypothesis import settings
+
 from lstmkit.kernels import cpu, mkl
 
 LIBRARIES = ["openblas", *(["mkl"] if cpu.available() and mkl.available() else [])]
@@ -20,6 +22,11 @@ LIBRARIES = ["openblas", *(["mkl"] if cpu.available() and mkl.available() else [
 def expand(backends: list[str]) -> list[str]:
     """``backends`` with "cpu" replaced by one name per product library."""
     return [name for b in backends for name in ([f"cpu[{lib}]" for lib in LIBRARIES] if b == "cpu" else [b])]
+
+
+# Triton's interpreter takes about a second a hypothesis example (the compiled backends some
+# milliseconds): its property tests run a quarter of the examples (read after conftest's profile)
+triton_examples = settings(max_examples=max(1, settings().max_examples // 4))
 
 
 def layers_for(backend: str) -> int:

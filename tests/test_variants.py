@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch.autograd import gradcheck
 
@@ -22,7 +22,7 @@ from lstmkit.kernels.contract import LSTMMasks, LSTMOptions, LSTMWeights
 from lstmkit.kernels.rows import previous_rows, row_positions
 
 from ._compare import TOLERANCE
-from ._products import LIBRARIES, expand, layers_for, selected
+from ._products import LIBRARIES, expand, layers_for, selected, triton_examples
 
 SINGLE_OPTIONS = [
     dict(forget_bias=1.0),
@@ -178,10 +178,9 @@ def test_random_combinations_equal_reference(backend, options, **config):
     _check_combination(backend, options, config)
 
 
-# Triton's interpreter takes about a second a combination (the compiled backends some
-# milliseconds): a quarter of the examples; its other tests cover every option one by one
+# a quarter of the examples (``triton_examples``); its other tests cover every option one by one
 @pytest.mark.skipif("triton" not in FAST, reason="Triton is not installed")
-@settings(max_examples=max(1, settings().max_examples // 4))
+@triton_examples
 @given(**COMBINATIONS)
 def test_random_combinations_equal_reference_in_triton(options, **config):
     _check_combination("triton", options, config)

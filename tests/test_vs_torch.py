@@ -4,7 +4,7 @@ outputs, final states and every gradient, over random configurations (hypothesis
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -12,7 +12,7 @@ import lstmkit
 from lstmkit.kernels import cpu, mkl
 
 from ._compare import TOLERANCE, Case, compare
-from ._products import expand, selected
+from ._products import expand, selected, triton_examples
 
 LSTM_BACKENDS = [b for b in lstmkit.functional.available("lstm") if b != "auto"]
 RNN_BACKENDS = [b for b in lstmkit.functional.available("rnn") if b != "auto"]
@@ -59,10 +59,10 @@ def test_lstm_equals_torch(backend, case, seed):
         compare(case, *_pair(case, backend, seed), seed=seed)
 
 
-# Triton's interpreter takes about a second an example (the other backends some milliseconds):
-# a quarter of them; test_triton holds it to the reference where its tiling shows
+# a quarter of the examples (``triton_examples``); test_triton holds it to the reference where
+# its tiling shows
 @pytest.mark.skipif("triton" not in LSTM_BACKENDS, reason="Triton is not installed")
-@settings(max_examples=max(1, settings().max_examples // 4))
+@triton_examples
 @given(case=cases("LSTM"), seed=st.integers(0, 2**16))
 def test_lstm_equals_torch_in_triton(case, seed):
     compare(case, *_pair(case, "triton", seed), seed=seed)
