@@ -2,6 +2,7 @@
 equals torch.nn.LSTM and the reference cell, takes the split where it should, is deterministic,
 and runs alone where the OpenMP runtime gives it no second thread."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -35,7 +36,9 @@ def _pair(input_size, hidden_size, dtype, seed, **options):
 
 
 # (T, I, H): a chunk of input side and a short rest (T = 70); H whose halves end off a cache line
-# of h (33, 100) or on one (64, 128); the least size split; one of T = 2
+# of h (33, 100) or on one (64, 128); the least size split; one of T = 2. The members multiply
+# by ``_add_rows`` at H = 128 and, in float64, at H = 100; by ``_add_blocks`` at the others
+# (``BLOCKED_BYTES``)
 SHAPES = [(70, 16, 64), (200, 64, 128), (9, 5, 33), (130, 100, 100), (2, 3, 32)]
 
 
@@ -139,3 +142,26 @@ def test_least_split_follows_avx512(features, least, monkeypatch):
     """The least W_hh split: 256 KB where LLVM compiles for AVX-512, 16 KB elsewhere."""
     monkeypatch.setattr(cpu, "target_machine", lambda: ("x86_64-unknown-linux-gnu", "core", features))
     assert cpu_split._least_bytes.__wrapped__() == least
+
+
+# (K, N): every size of column block in one panel (8 + 4 + 2 + 1 vectors of float32 and three
+# columns more), fewer columns than a vector, no rows, and the member panels of H = 48 and 64
+@pytest.mark.parametrize("shape", [(5, 123), (3, 7), (0, 16), (48, 96), (64, 128)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_multiply_as_the_row_passes(shape, dtype):
+    """``_add_blocks`` (the members' product for panels under ``BLOCKED_BYTES``) and
+    ``_add_rows`` (for larger ones) both add a @ panel to out: against NumPy in float64, and on
+    a panel whose rows are a slice of wider ones and an a with a stride, as the members pass
+    their halves of h_{t-1}."""
+    rows, width = shape
+    rng = np.random.default_rng(rows * width)
+    a = rng.standard_normal(2 * rows).astype(dtype)[::2]
+    wide = rng.standard_normal((rows, width + 9)).astype(dtype)
+    panel = wide[:, 5 : 5 + width]
+    out = rng.standard_normal(width).astype(dtype)
+    expected = out.astype(np.float64) + a.astype(np.float64) @ panel.astype(np.float64)
+    tolerance = TOLERANCE[torch.float32 if dtype == np.float32 else torch.float64]
+    for add in (cpu_split._add_blocks, cpu_split._add_rows):
+        result = out.copy()
+        add(a, panel, result)
+        np.testing.assert_allclose(result, expected, rtol=tolerance["rtol"], atol=tolerance["atol"])

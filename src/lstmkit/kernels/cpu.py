@@ -584,6 +584,93 @@ if numba is not None:
         return (types.int64(flags, index), codegen) if _flags_and_index(flags, index) else None
 
     @intrinsic
+    def _block_product(typingctx, a, panel, out, first, vectors):
+        """out[first : first + n] += a @ panel[:, first : first + n] for one row a (K,) and a
+        panel (K, N) whose rows are contiguous, n = ``vectors`` (a literal) times the numbers of
+        a 32-byte vector: each vector's sum is one register over all K rows, where a Numba loop
+        over the columns loads and stores ``out`` once per row (``cpu_split._add_rows``). Each
+        sum adds the rows in order, one multiply-add a row. Bounds are not checked."""
+        numbers = (types.float32, types.float64)
+        valid = (
+            all(isinstance(t, types.Array) and t.dtype in numbers for t in (a, panel, out))
+            and a.dtype == panel.dtype == out.dtype
+            and (a.ndim, panel.ndim, out.ndim) == (1, 2, 1)
+            and isinstance(first, types.Integer)
+            and isinstance(vectors, types.IntegerLiteral)
+        )
+        if not valid:
+            return None
+        count = vectors.literal_value
+
+        def codegen(context, builder, signature, args):
+            a_, panel_, out_ = (
+                context.make_array(t)(context, builder, v)
+                for t, v in zip(signature.args[:3], args[:3], strict=True)
+            )
+            start = context.cast(builder, args[3], signature.args[3], types.intp)
+            number = context.get_value_type(signature.args[0].dtype)
+            size = context.get_abi_sizeof(number)
+            lanes = 32 // size
+            vector = ir.VectorType(number, lanes)
+            intp = context.get_value_type(types.intp)
+
+            def constant(value):
+                return ir.Constant(intp, value)
+
+            def at(array, index):
+                return builder.bitcast(builder.gep(array.data, [index]), vector.as_pointer())
+
+            # fused where the processor has FMA, a multiply and an add where not (``contract``)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fmuladd.v{lanes}f{8 * size}"
+            )
+            rows = builder.extract_value(a_.shape, 0)
+            a_step, panel_step = (
+                builder.sdiv(builder.extract_value(x.strides, 0), constant(size)) for x in (a_, panel_)
+            )
+            targets = [at(out_, builder.add(start, constant(v * lanes))) for v in range(count)]
+            sums = [builder.load(p, align=size) for p in targets]
+            entry = builder.block
+            loop, done = builder.append_basic_block("block.rows"), builder.append_basic_block("block.done")
+            builder.cbranch(builder.icmp_signed(">", rows, constant(0)), loop, done)
+            builder.position_at_end(loop)
+            k = builder.phi(intp)
+            k.add_incoming(constant(0), entry)
+            running = []
+            for value in sums:
+                running.append(builder.phi(vector))
+                running[-1].add_incoming(value, entry)
+            factor = builder.load(builder.gep(a_.data, [builder.mul(k, a_step)]))
+            zero = ir.Constant(ir.IntType(32), 0)
+            lanes_zero = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            undefined = ir.Constant(vector, ir.Undefined)
+            broadcast = builder.shuffle_vector(
+                builder.insert_element(undefined, factor, zero), undefined, lanes_zero
+            )
+            row = builder.add(builder.mul(k, panel_step), start)
+            loaded = [
+                builder.load(at(panel_, builder.add(row, constant(v * lanes))), align=size)
+                for v in range(count)
+            ]
+            updated = [builder.call(fma, [broadcast, p, s]) for p, s in zip(loaded, running, strict=True)]
+            following = builder.add(k, constant(1))
+            k.add_incoming(following, loop)
+            for phi, value in zip(running, updated, strict=True):
+                phi.add_incoming(value, loop)
+            builder.cbranch(builder.icmp_signed("<", following, rows), loop, done)
+            builder.position_at_end(done)
+            results = []
+            for before, after in zip(sums, updated, strict=True):
+                results.append(builder.phi(vector))
+                results[-1].add_incoming(before, entry)
+                results[-1].add_incoming(after, loop)
+            for value, target in zip(results, targets, strict=True):
+                builder.store(value, target, align=size)
+            return context.get_dummy_value()
+
+        return types.void(a, panel, out, first, vectors), codegen
+
+    @intrinsic
     def _address(typingctx, array):
         """The address of a C-contiguous array's first element."""
 
@@ -1312,12 +1399,20 @@ def _empty(dtype: np.dtype, dims: int) -> np.ndarray:
     return np.empty((0,) * dims, dtype=dtype)
 
 
+def _numpy(tensor: Tensor) -> np.ndarray:
+    """A CPU tensor's memory as a NumPy array. For a tensor that requires grad (a parameter),
+    ``numpy(force=True)`` detaches it in one torch call: 3.0 µs against 3.9 for ``detach()`` and
+    ``numpy()`` after other work; for one that does not, plain ``numpy()`` 2.8 against 3.0
+    (medians of 30000 interleaved calls)."""
+    return tensor.numpy(force=True) if tensor.requires_grad else tensor.numpy()
+
+
 def _array(tensor: Tensor | None, like: np.ndarray, dims: int) -> np.ndarray:
     """A tensor as a contiguous NumPy array; None as an empty one of the same dtype."""
     if tensor is None:
         return _empty(like.dtype, dims)
     # NumPy's checks: each torch call costs 1-3 µs of a short call
-    array = (tensor.detach() if tensor.requires_grad else tensor).numpy()
+    array = _numpy(tensor)
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
@@ -1507,7 +1602,7 @@ def _bias(w: LSTMWeights, like: np.ndarray) -> np.ndarray:
     if w.b_ih is None:
         return np.zeros(like.shape[1], dtype=like.dtype)
     # in NumPy: a torch operation costs 2-3 µs of a short call more
-    return np.add(w.b_ih.detach().numpy(), w.b_hh.detach().numpy())
+    return np.add(_numpy(w.b_ih), _numpy(w.b_hh))
 
 
 def _step_work(w: LSTMWeights) -> int:

@@ -16,7 +16,8 @@ shuffled order, medians of 60 rounds): float32 (T, B, H) = (200, 1, 32) 0.68, (2
 (200, 1, 64) 0.60; float64 (200, 1, 32) 0.56, (200, 1, 64) 0.59, (1000, 1, 128) 0.56; in
 separate processes, float32 (1000, 1, 128) 3.27 against 5.11 ms, (300, 1, 256) 3.95 against 6.52.
 ``CHUNK``: 32 and 128 steps took 0.99-1.06 and 1.14-1.27 of the time of 64 (before the four-row
-passes of ``_add_rows``).
+passes of ``_add_rows``). A panel under ``BLOCKED_BYTES`` is multiplied a block of columns at a time
+with the sums in registers (``_add_blocks``): (200, 1, 64) 0.89 of the time of the row passes.
 
 The arithmetic of a unit is ``cpu._activate`` and ``cpu._squash``, the sequence kernels' own, on
 the member's slice of the gates (i, f, g, o), so the numbers are theirs: the same products up to
@@ -41,6 +42,7 @@ from .cpu import (
     _address,
     _aligned_empty,
     _bias,
+    _block_product,
     _borrowed,
     _call_count,
     _callback,
@@ -73,6 +75,16 @@ CHUNK = 64
 # 1.8 against 2.55 µs at H = 128 (256 KB): there it starts at 256 KB.
 MIN_SPLIT_BYTES = 2**14
 MIN_SPLIT_BYTES_AVX512 = 2**18
+# A member's panel (its units' columns of W_hh.T, in bytes) below which it multiplies by
+# ``_add_blocks``, above by ``_add_rows``. Measured on the `znver3`, the split kernel with one
+# and with the other in one process (medians of 600 interleaved calls, T = 400, blocks / row
+# passes): float32 H = 32 (a panel of 8 KB) 0.86, H = 48 0.92, H = 64 (32 KB) 0.85, H = 96 0.88,
+# H = 112 (100 KB) 0.90, H = 128 (128 KB) 1.14; float64 H = 32 0.84, H = 64 (64 KB) 0.94, H = 96
+# (144 KB) 0.98. Where the panel streams from L2 every step, the row passes read it in order and
+# the blocks across its rows. Both add the rows in order (on the `znver3` to the same bits: LLVM
+# fuses the row passes' products into the same chain of multiply-adds). On AVX-512 processors
+# the split starts at panels of 128 KB (``MIN_SPLIT_BYTES_AVX512``): no blocks there.
+BLOCKED_BYTES = 2**17
 # ``_member``'s progress flags: each on a cache line of its own (the flags array is 32-byte
 # aligned, so 16 int64 apart are on different lines)
 _FLAG = 16
@@ -129,6 +141,42 @@ def _add_rows(a, panel, out):
 
 
 @_jit
+def _add_blocks(a, panel, out):
+    """out += a @ panel as ``_add_rows``, a block of columns at a time whose sums stay in
+    registers over all of the panel's rows (``cpu._block_product``): blocks of eight 32-byte
+    vectors (eight sums and a broadcast of 16 AVX2 registers), then of four, two and one, then
+    the last columns, fewer than a vector, one by one."""
+    lanes = 32 // out.itemsize
+    n = out.shape[0]
+    j = 0
+    while j + 8 * lanes <= n:
+        _block_product(a, panel, out, j, 8)
+        j += 8 * lanes
+    if j + 4 * lanes <= n:
+        _block_product(a, panel, out, j, 4)
+        j += 4 * lanes
+    if j + 2 * lanes <= n:
+        _block_product(a, panel, out, j, 2)
+        j += 2 * lanes
+    if j + lanes <= n:
+        _block_product(a, panel, out, j, 1)
+        j += lanes
+    for k in range(a.shape[0]):
+        factor, row = a[k], panel[k]
+        for c in range(j, n):
+            out[c] += factor * row[c]
+
+
+@_jit
+def _add_panel(a, panel, out, blocked):
+    """out += a @ panel by ``_add_blocks`` where ``blocked``, else by ``_add_rows``."""
+    if blocked:
+        _add_blocks(a, panel, out)
+    else:
+        _add_rows(a, panel, out)
+
+
+@_jit
 def _member(
     m, cut, solo, mkl_addresses, x, w_ih, w_hh, bias, out, hidden, cell, shared, flags, reverse, coupled,
     clip,
@@ -167,6 +215,7 @@ def _member(
     none = np.empty(0, dtype=x.dtype)  # no peepholes
     inside = np.empty((1 if clip < np.inf else 0, 4 * units), dtype=np.bool_)  # clipping flags, unread
     mine, other = _FLAG * m, _FLAG * (1 - m)
+    blocked = panel.size * panel.itemsize < BLOCKED_BYTES
     threads = _one_mkl_thread(mkl_addresses)
     first = 0  # the chunk's first row of x
     for s in range(steps):
@@ -180,12 +229,12 @@ def _member(
         # crosses between the cores meanwhile
         for j in range(4 * units):
             z[j] = 0
-        _add_rows(previous[low:high], panel[low:high], z)
+        _add_panel(previous[low:high], panel[low:high], z, blocked)
         if not solo:
             while _load_acquire(flags, other) < s:
                 pass
-            _add_rows(previous[:low], panel[:low], z)
-            _add_rows(previous[high:], panel[high:], z)
+            _add_panel(previous[:low], panel[:low], z, blocked)
+            _add_panel(previous[high:], panel[high:], z, blocked)
         row = x_in[t - first]
         for j in range(4 * units):
             a[j] = z[j] + row[j] + b[j]
