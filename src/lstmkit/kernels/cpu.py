@@ -585,11 +585,11 @@ if numba is not None:
 
     @intrinsic
     def _block_product(typingctx, a, panel, out, first, vectors):
-        """out[first : first + n] += a @ panel[:, first : first + n] for one row a (K,) and a
-        panel (K, N) whose rows are contiguous, n = ``vectors`` (a literal) times the numbers of
-        a 32-byte vector: each vector's sum is one register over all K rows, where a Numba loop
-        over the columns loads and stores ``out`` once per row (``cpu_split._add_rows``). Each
-        sum adds the rows in order, one multiply-add a row. Bounds are not checked."""
+        """out[first : first + n] += a @ panel[:, first : first + n] for one row a (K,), a panel
+        (K, N) whose rows are contiguous and a contiguous out, n = ``vectors`` (a literal) times
+        the numbers of a 32-byte vector: each vector's sum is one register over all K rows, where
+        ``cpu_split._add_rows``'s loop over the columns loads and stores ``out`` every four rows.
+        Each sum adds the rows in order, one multiply-add a row. Bounds are not checked."""
         numbers = (types.float32, types.float64)
         valid = (
             all(isinstance(t, types.Array) and t.dtype in numbers for t in (a, panel, out))
