@@ -621,7 +621,7 @@ if numba is not None:
                 return builder.bitcast(builder.gep(array.data, [index]), vector.as_pointer())
 
             # fused where the processor has FMA, a multiply and an add where not (``contract``)
-            fma = cgutils.get_or_insert_function(
+            multiply_add = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vector, [vector] * 3), f"llvm.fmuladd.v{lanes}f{8 * size}"
             )
             rows = builder.extract_value(a_.shape, 0)
@@ -652,7 +652,9 @@ if numba is not None:
                 builder.load(at(panel_, builder.add(row, constant(v * lanes))), align=size)
                 for v in range(count)
             ]
-            updated = [builder.call(fma, [broadcast, p, s]) for p, s in zip(loaded, running, strict=True)]
+            updated = [
+                builder.call(multiply_add, [broadcast, p, s]) for p, s in zip(loaded, running, strict=True)
+            ]
             following = builder.add(k, constant(1))
             k.add_incoming(following, loop)
             for phi, value in zip(running, updated, strict=True):
