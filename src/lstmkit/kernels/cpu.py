@@ -1860,7 +1860,7 @@ def lstm_inference(
         hidden = np.zeros((len(weights), batch, hidden_size), dtype)
         cell = np.zeros((len(weights), batch, size), dtype)
     else:  # the kernels carry the state in place: copies, whose rows become h_n and c_n
-        hidden, cell = (np.array(s.detach().numpy(), order="C") for s in state)
+        hidden, cell = (np.array(_numpy(s), order="C") for s in state)
     batch_sizes = [batch] * steps
     for level in range(len(weights) // directions):
         outs = [
