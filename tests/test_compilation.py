@@ -3,15 +3,19 @@
 the compiled kernels; the background passes compile everything that calls need (a later process
 compiles nothing)."""
 
+import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 from lstmkit import compilation, functional, precompile
+from lstmkit.kernels import cpu
 
 pytestmark = pytest.mark.skipif("cpu" not in functional.LSTM_BACKENDS, reason="Numba is not installed")
 
@@ -38,7 +42,7 @@ assert [p.returncode for p in compilation._processes.values()] == [0, 0, 0]
 assert functional.kernel("auto", "lstm", x, 6) is functional.LSTM_BACKENDS["cpu"]
 assert functional.kernel("auto", "lstm", x, 1, compiled_step=True) is functional.LSTM_BACKENDS["cpu"]
 assert functional.kernel("auto", "rnn", x, 6) is functional.RNN_BACKENDS["cpu"]
-print("cold ok")
+print("cold ok in", compilation.cache_directory())
 """
 
 # calls unlike those the background passes make (``precompile.EXERCISES``)
@@ -80,7 +84,11 @@ def _python(script: str, cache, **environment) -> str:
 
 
 def test_auto_runs_pytorch_ops_while_the_kernels_compile_then_a_new_process_compiles_nothing(tmp_path):
-    assert "cold ok" in _python(COLD, tmp_path)
+    cold = _python(COLD, tmp_path)
+    assert "cold ok in" in cold
+    directory = Path(cold.split("cold ok in", 1)[1].strip())
+    sources = b"".join((Path(cpu.__file__).parent / name).read_bytes() for name in cpu.SOURCES)
+    assert (directory / cpu.SOURCES_DIGEST).read_text() == hashlib.sha256(sources).hexdigest()
     log = _python(WARM, tmp_path, NUMBA_DEBUG_CACHE="1")
     assert "warm ok" in log
     loaded = [line for line in log.splitlines() if "data loaded" in line]
@@ -217,3 +225,45 @@ def test_a_forked_worker_waits_for_the_compilation_instead_of_taking_it_for_a_fa
     held.stdin.close()
     held.wait()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_entries_go_when_a_source_of_the_kernels_changes(tmp_path):
+    sources = [tmp_path / "cpu.py", tmp_path / "cpu_split.py"]
+    for source in sources:
+        source.write_text("x = 1\n")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    entries = [
+        "cpu._forward-1202.py311.nbi",
+        "cpu._forward-1202.py311.1.nbc",
+        "cpu_split._step-179.py311.nbi",
+    ]
+    kept = ["cpu.cpython-311.pyc", "lstmkit-float32-lstm-0123456789abcdef.compiled", "lstmkit-compile.lock"]
+
+    def plant() -> None:
+        for name in entries + kept:
+            (cache / name).write_bytes(b"")
+
+    def present() -> set[str]:
+        return {path.name for path in cache.iterdir()} - {cpu.SOURCES_DIGEST}
+
+    plant()
+    assert cpu.drop_stale_entries(cache, sources)  # no digest yet: written by sources unknown
+    assert present() == set(kept)
+    plant()
+    assert not cpu.drop_stale_entries(cache, sources)  # the same sources
+    assert present() == set(entries + kept)
+    sources[1].write_text("x = 2\n")  # a helper's file edited, the kernel's own file not
+    assert cpu.drop_stale_entries(cache, sources)
+    assert present() == set(kept)
+    assert not cpu.drop_stale_entries(cache, sources)
+
+
+def test_the_sources_are_every_file_that_numba_compiles():
+    kernels = Path(cpu.__file__).parent
+    compiled = {
+        path.name
+        for path in kernels.glob("*.py")
+        if re.search(r"@_jit|numba\.(njit|cfunc)", path.read_text())
+    }
+    assert compiled == set(cpu.SOURCES)

@@ -25,10 +25,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import hashlib
 import itertools
 import math
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -61,6 +64,32 @@ def cache_directory() -> str:
     """Where Numba caches this module's compiled code (its ``__pycache__``, ``NUMBA_CACHE_DIR``, or
     a user-wide folder where the package cannot be written)."""
     return _forward._cache.cache_path
+
+
+# The files whose functions Numba compiles and caches. It keys a cache entry on its own function's
+# file alone (modification time and size), but the kernels of cpu_split.py, cpu_step.py and
+# cpu_rnn.py inline helpers of this file: after an edit of this file only, they ran the old helpers,
+# loaded from the cache. An installation writes every file anew; a working checkout does not.
+SOURCES = ("cpu.py", "cpu_rnn.py", "cpu_split.py", "cpu_step.py", "masks.py")
+SOURCES_DIGEST = "lstmkit-kernel-sources.sha256"
+
+
+def drop_stale_entries(directory: Path, sources: Iterable[Path]) -> bool:
+    """Remove Numba's cache entries (``*.nbi``, ``*.nbc``) from ``directory`` unless the file
+    ``SOURCES_DIGEST`` there holds the digest of ``sources``' contents, then write that digest.
+    Returns whether it removed them. Another process's entries may go too (it compiles them
+    again); Numba treats an entry whose file went missing as absent."""
+    digest = hashlib.sha256(b"".join(Path(s).read_bytes() for s in sources)).hexdigest()
+    mark = directory / SOURCES_DIGEST
+    with contextlib.suppress(OSError):
+        if mark.read_text() == digest:
+            return False
+    for entry in [*directory.glob("*.nbi"), *directory.glob("*.nbc")]:
+        entry.unlink(missing_ok=True)
+    written = mark.with_name(f"{mark.name}.{os.getpid()}")
+    written.write_text(digest)
+    written.replace(mark)  # whole or not at all, for the processes that read it meanwhile
+    return True
 
 
 def target_machine() -> tuple[str, str, str]:
@@ -1869,3 +1898,8 @@ def lstm_inference(
         ]
         rows = torch.from_numpy(outs[0] if directions == 1 else np.concatenate(outs, axis=1))
     return rows.view(steps, batch, -1), (torch.from_numpy(hidden), torch.from_numpy(cell))
+
+
+if numba is not None:
+    with contextlib.suppress(OSError):  # where the cache cannot be written, Numba keeps nothing either
+        drop_stale_entries(Path(cache_directory()), [Path(__file__).with_name(name) for name in SOURCES])
