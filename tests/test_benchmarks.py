@@ -70,3 +70,16 @@ def test_bench_first_call_runs_every_part():
     assert parts == ["empty cache, wait", "filled cache", "training loop of 0.5 s, background",
                      "training loop of 0.5 s, wait"]  # fmt: skip
     assert "LSTM training" in result.stdout and "compiled calls" in result.stdout
+
+
+def test_bench_split_times_the_three_ways():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("bench_split.py")), "--sizes", "32", "--dtypes", "float32",
+         "--steps", "20", "--rounds", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| 32 |")]
+    assert len(rows) == 1 and rows[0][1] == "float32"
+    assert all(float(cell) > 0 for cell in rows[0][2:5])
