@@ -87,8 +87,9 @@ def test_auto_runs_pytorch_ops_while_the_kernels_compile_then_a_new_process_comp
     cold = _python(COLD, tmp_path)
     assert "cold ok in" in cold
     directory = Path(cold.split("cold ok in", 1)[1].strip())
-    sources = b"".join((Path(cpu.__file__).parent / name).read_bytes() for name in cpu.SOURCES)
-    assert (directory / cpu.SOURCES_DIGEST).read_text() == hashlib.sha256(sources).hexdigest()
+    sources = [(Path(cpu.__file__).parent / name).read_bytes() for name in cpu.SOURCES]
+    expected = hashlib.sha256(b"".join(hashlib.sha256(source).digest() for source in sources)).hexdigest()
+    assert (directory / cpu.SOURCES_DIGEST).read_text() == expected
     log = _python(WARM, tmp_path, NUMBA_DEBUG_CACHE="1")
     assert "warm ok" in log
     loaded = [line for line in log.splitlines() if "data loaded" in line]
@@ -253,10 +254,15 @@ def test_entries_go_when_a_source_of_the_kernels_changes(tmp_path):
     plant()
     assert not cpu.drop_stale_entries(cache, sources)  # the same sources
     assert present() == set(entries + kept)
-    sources[1].write_text("x = 2\n")  # a helper's file edited, the kernel's own file not
+    sources[0].write_text("x = 2\n")  # the helpers' file edited, cpu_split.py not
     assert cpu.drop_stale_entries(cache, sources)
     assert present() == set(kept)
     assert not cpu.drop_stale_entries(cache, sources)
+    plant()
+    sources[0].write_text("x = 2\nx")  # a line moved across the files: the same bytes in all
+    sources[1].write_text(" = 1\n")
+    assert cpu.drop_stale_entries(cache, sources)
+    assert present() == set(kept)
 
 
 def test_the_sources_are_every_file_that_numba_compiles():

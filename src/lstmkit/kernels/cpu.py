@@ -74,12 +74,20 @@ SOURCES = ("cpu.py", "cpu_rnn.py", "cpu_split.py", "cpu_step.py", "masks.py")
 SOURCES_DIGEST = "lstmkit-kernel-sources.sha256"
 
 
+def sources_digest(sources: Iterable[Path]) -> str:
+    """A digest of the files' contents, each apart: code moved from the end of one file to the
+    start of the next changes it."""
+    return hashlib.sha256(
+        b"".join(hashlib.sha256(Path(s).read_bytes()).digest() for s in sources)
+    ).hexdigest()
+
+
 def drop_stale_entries(directory: Path, sources: Iterable[Path]) -> bool:
     """Remove Numba's cache entries (``*.nbi``, ``*.nbc``) from ``directory`` unless the file
-    ``SOURCES_DIGEST`` there holds the digest of ``sources``' contents, then write that digest.
-    Returns whether it removed them. Another process's entries may go too (it compiles them
-    again); Numba treats an entry whose file went missing as absent."""
-    digest = hashlib.sha256(b"".join(Path(s).read_bytes() for s in sources)).hexdigest()
+    ``SOURCES_DIGEST`` there holds ``sources_digest(sources)``, then write that digest. Returns
+    whether it removed them. Another process's entries may go too (it compiles them again);
+    Numba treats an entry whose file went missing as absent."""
+    digest = sources_digest(sources)
     mark = directory / SOURCES_DIGEST
     with contextlib.suppress(OSError):
         if mark.read_text() == digest:
