@@ -45,8 +45,7 @@ def measure(size: int, dtype: torch.dtype, steps: int, rounds: int, rng: random.
     times: dict[str, list[float]] = {name: [] for name in ways}
     try:
         with torch.no_grad():
-            for name, (module, _) in ways.items():  # compiled, loaded and warm before timing
-                cpu_split.splits = ways[name][1]
+            for module, cpu_split.splits in ways.values():  # compiled, loaded and warm before timing
                 module(x)
             for _ in range(rounds):
                 for name in rng.sample(list(ways), len(ways)):
