@@ -43,7 +43,9 @@ def _helpers_without_patching() -> None:
     InterpretedFunction.__call__ = call
 
 
-if os.environ["TRITON_INTERPRET"] == "1":
+from lstmkit.kernels import gpu  # noqa: E402  (imported once both variables above are set)
+
+if gpu.interpreted():
     _helpers_without_patching()
 
 settings.register_profile(
