@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 os.environ.setdefault("LSTMKIT_COMPILE", "wait")
 
 # Backend "triton" runs its kernels in Triton's NumPy interpreter on CPU tensors, as the other
-# backends' tests hand it (read when lstmkit.kernels.gpu is imported, after this file). On a GPU
+# backends' tests hand it (read by lstmkit.kernels.gpu, imported below once it is set). On a GPU
 # machine, `TRITON_INTERPRET=0 pytest tests/test_triton.py` compiles them for CUDA tensors instead.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
